@@ -1,0 +1,161 @@
+"""The running daemon: wires settings to ledger, client, plugins, broker and engine, and stops cleanly.
+
+Start order: plugins' startup, ledger, adoption of unfinished jobs, broker, consumer.
+Stop order (SIGTERM/SIGINT): stop intake, give in-flight submits ``shutdown_grace``
+seconds, release every lease so a restart or a peer adopts the jobs at once, close.
+Unfinished work stays in the ledger; unacked deliveries go back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import structlog
+
+from worker.broker import Broker
+from worker.catalogue import CatalogueCache
+from worker.config import Settings, redact_url
+from worker.engine import Engine
+from worker.errors import ConfigError
+from worker.intake import Intake
+from worker.ledger import open_ledger
+from worker.ledger.base import dead_local_owners
+from worker.openrouter import OpenRouterClient
+from worker.outbox import OutboxRelay
+from worker.plugins import Hooks, describe_plugins, make_plugin_manager
+
+log = structlog.get_logger("worker.runtime")
+_ADOPT_BATCH = 1000
+
+
+class Daemon:
+    """One instance of the worker. ``await Daemon(settings).run()`` runs until a stop signal."""
+
+    def __init__(self, settings: Settings, *, plugins: dict[str, object] | None = None) -> None:
+        if settings.openrouter_api_key is None:
+            raise ConfigError(
+                "openrouter_api_key is not set: export OPENROUTER_API_KEY (or VIDEOWORKER_OPENROUTER_API_KEY, "
+                "or a systemd credential named openrouter_api_key)"
+            )
+        self.settings = settings
+        self.pm = make_plugin_manager(settings, extra=plugins)
+        if not self.pm.hook.videoworker_store_output.get_hookimpls():
+            raise ConfigError("disabled_plugins: no storage plugin is left; enable `local` or install another")
+        self.hooks = Hooks(self.pm, settings)
+        self.ledger = open_ledger(settings.effective_ledger_url)
+        self.client = OpenRouterClient(
+            settings.openrouter_base_url, settings.openrouter_api_key.get_secret_value(),
+            connect_timeout=settings.http_connect_timeout, read_timeout=settings.http_read_timeout,
+        )
+        self.outbox: OutboxRelay | None = None
+        self.engine = Engine(settings, self.ledger, self.client, self.hooks,
+                             on_outbox=self._wake_outbox, on_load=self._on_load)
+        self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
+        self.broker = Broker(settings, self._handle)
+        self.intake = Intake(settings, self.ledger, self.hooks, self.catalogue, self.broker, self.engine)
+        self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id)
+        self._stop = asyncio.Event()
+        self._paused = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT when installed)."""
+        s = self.settings
+        log.info("starting", instance=s.instance_id, ledger=redact_url(s.effective_ledger_url),
+                 openrouter=s.openrouter_base_url, queue=s.request_queue,
+                 plugins=[p["name"] for p in describe_plugins(self.pm)])
+        await self.hooks.startup()
+        await self.ledger.open()
+        try:
+            await self._serve()
+        finally:
+            await self._shutdown()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    def request_stop(self, why: str = "requested") -> None:
+        if not self._stop.is_set():
+            log.info("stopping: intake closes, unfinished jobs stay in the ledger", signal=why)
+            self._stop.set()
+
+    async def _serve(self) -> None:
+        self.engine.start()
+        await self._adopt(include_self=True)
+        assert self.outbox is not None
+        self._tasks = [asyncio.create_task(self.outbox.run()), asyncio.create_task(self._leases())]
+        await self.broker.connect()
+        if not self._paused:
+            await self.broker.start_consuming()
+        self.ready.set()
+        log.info("ready", jobs=self.engine.load)
+        await self._stop.wait()
+
+    async def _shutdown(self) -> None:
+        self.ready.clear()
+        await self.broker.stop_consuming()
+        await self.engine.stop(self.settings.shutdown_grace)
+        if self.outbox is not None and self.broker.connected:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.outbox.flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            released = await self.ledger.release(self.settings.instance_id)
+            log.info("leases released", jobs=released)
+        await self.broker.close()
+        await self.hooks.shutdown()
+        await self.client.aclose()
+        await self.ledger.close()
+        log.info("stopped")
+
+    async def _handle(self, message: object) -> None:
+        await self.intake.handle(message)  # type: ignore[arg-type]
+
+    def _wake_outbox(self) -> None:
+        if self.outbox is not None:
+            self.outbox.wake()
+
+    def _on_load(self, load: int) -> None:
+        """Pause intake at ``max_inflight`` jobs; resume below 90 % of it."""
+        limit = self.settings.max_inflight
+        if not self._paused and load >= limit:
+            self._paused = True
+            log.warning("at max_inflight; intake paused", jobs=load)
+            asyncio.get_running_loop().create_task(self.broker.stop_consuming())
+        elif self._paused and load < max(1, int(limit * 0.9)) and not self._stop.is_set():
+            self._paused = False
+            log.info("below max_inflight; intake resumed", jobs=load)
+            asyncio.get_running_loop().create_task(self.broker.start_consuming())
+
+    async def _leases(self) -> None:
+        period = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.ledger.renew_leases(self.settings.instance_id, time.time() + self.settings.lease_seconds)
+                await self._adopt(include_self=False)
+            except Exception as exc:  # noqa: BLE001 - the ledger may be briefly unavailable
+                log.error("lease renewal failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _adopt(self, *, include_self: bool) -> None:
+        me = self.settings.instance_id
+        if include_self:
+            # rows under our own name belong to a former life of this instance (same host and pid)
+            await self.ledger.release(me)
+        while self.engine.load < self.settings.max_inflight:
+            dead = dead_local_owners(await self.ledger.live_owners(), me)
+            room = min(_ADOPT_BATCH, self.settings.max_inflight - self.engine.load)
+            records = await self.ledger.adopt(me, time.time() + self.settings.lease_seconds, dead, room)
+            for record in records:
+                await self.engine.resume(record)
+            if len(records) < room:
+                return

@@ -1,0 +1,89 @@
+"""When to look at a job next: one timer heap for every owned job, and adaptive poll gaps.
+
+Ten thousand jobs waiting on the provider cost ten thousand heap entries, not tasks. The
+poll gap starts near the model's learned duration, stays within
+``[poll_interval, poll_max_interval]``, backs off once the job runs late, and carries
+jitter so jobs submitted together do not poll together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+
+
+class Timers:
+    """A heap of (due, action, request id) with an awaitable "next due" for one scheduler loop."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def at(self, delay: float, action: str, request_id: str) -> None:
+        """Run ``action`` for ``request_id`` in ``delay`` seconds."""
+        entry = (time.monotonic() + max(0.0, delay), next(self._seq), action, request_id)
+        heapq.heappush(self._heap, entry)
+        if self._heap[0] is entry:  # only a new earliest timer changes how long the loop sleeps
+            self._changed.set()
+
+    async def next_due(self) -> tuple[str, str]:
+        """Wait for the earliest timer and pop it."""
+        while True:
+            if self._heap:
+                wait = self._heap[0][0] - time.monotonic()
+                if wait <= 0:
+                    _, _, action, request_id = heapq.heappop(self._heap)
+                    return action, request_id
+            else:
+                wait = None
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), wait)
+            except TimeoutError:
+                pass
+
+
+class PollPlanner:
+    """Learns how long each model takes and spaces polls to match."""
+
+    def __init__(self, shortest: float, longest: float, *, jitter: float = 0.2) -> None:
+        self.shortest = shortest
+        self.longest = longest
+        self.jitter = jitter
+        self._expected: dict[str, float] = {}
+
+    def learn(self, model: str, seconds: float) -> None:
+        """Fold one observed submit-to-completion time into the model's estimate (EWMA)."""
+        old = self._expected.get(model)
+        self._expected[model] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def expected(self, model: str) -> float | None:
+        return self._expected.get(model)
+
+    def next_gap(self, model: str, elapsed: float, polls: int, retry_after: float | None = None) -> float:
+        """Seconds until the next poll of a job ``elapsed`` seconds after submit, polled ``polls`` times."""
+        expected = self._expected.get(model)
+        if expected is not None and elapsed < expected:
+            gap = (expected - elapsed) * 0.9 if polls == 0 else (expected - elapsed) / 2
+        else:
+            overdue = 0 if expected is None else max(0, polls - 1)
+            gap = self.shortest * (1.5 ** min(overdue, 20))
+        gap = min(max(gap, self.shortest), self.longest)
+        gap *= 1 + random.uniform(-self.jitter, self.jitter)
+        gap = min(max(gap, self.shortest), self.longest)
+        if retry_after is not None:
+            gap = max(gap, retry_after)
+        return gap
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Full-jitter exponential backoff (AWS): uniform in [base/2, min(cap, base·2^attempt)]."""
+    ceiling = min(cap, base * 2 ** max(0, attempt))
+    return random.uniform(min(base / 2, ceiling), ceiling)

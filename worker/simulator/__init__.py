@@ -1,0 +1,28 @@
+"""A faithful local simulator of OpenRouter's asynchronous video API, with fault injection.
+
+Tests, the demo and benchmarks talk to it instead of openrouter.ai::
+
+    from worker.simulator import SimConfig, SimulatorThread
+
+    with SimulatorThread(SimConfig(job_seconds=(0.1, 0.2), error_rate=0.2, seed=1)) as sim:
+        client = make_client(base_url=sim.base_url, api_key=sim.api_key)
+        ...
+        assert sim.stats()["submits"] == 1
+
+Inside a running event loop use ``runner = await serve("127.0.0.1", 0, config)`` and
+``bound_port(runner)``; from a shell, ``python -m worker.simulator.server --port 8765``.
+Knobs change at run time through ``POST /_sim/config``; see :class:`SimConfig`.
+"""
+
+from __future__ import annotations
+
+from worker.simulator.server import (
+    API_PREFIX,
+    SimConfig,
+    SimulatorThread,
+    bound_port,
+    create_app,
+    serve,
+)
+
+__all__ = ["API_PREFIX", "SimConfig", "SimulatorThread", "bound_port", "create_app", "serve"]

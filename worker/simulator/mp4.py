@@ -1,0 +1,145 @@
+"""Small, real, playable MP4 files for the simulator, made without any external binary.
+
+This module owns the simulated "generated video": Motion-JPEG frames drawn with Pillow
+and wrapped by a minimal ISO-BMFF (MP4) muxer written here (``ftyp``, ``free``,
+``mdat``, ``moov`` with one ``jpeg`` video track). Every (job id, output index) pair
+gives a different file: the colours, the moving marker and the caption come from a
+hash of both, and the ``free`` box carries them verbatim, so two jobs never share
+bytes. Generation is deterministic (the same job id always gives the same bytes) and
+takes a few milliseconds; the server caches the result per job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from collections.abc import Iterable
+
+from PIL import Image, ImageDraw
+
+#: Frame geometry and timing of every simulated video: 10 frames at 10 fps = 1 s.
+WIDTH = 160
+HEIGHT = 90
+FRAMES = 10
+FPS = 10
+_TIMESCALE = 1000  # media and movie timescale (ticks per second)
+_JPEG_QUALITY = 70
+
+# Identity transformation matrix used by mvhd and tkhd (16.16 and 2.30 fixed point).
+_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def make_video(job_id: str, index: int = 0) -> bytes:
+    """Return the MP4 bytes of output ``index`` of ``job_id``.
+
+    Called by the server the first time a completed job's output is needed (poll,
+    download or stats); the caller caches the result.
+    """
+    digest = hashlib.sha256(f"{job_id}#{index}".encode()).digest()
+    frames = [_draw_frame(job_id, index, digest, n) for n in range(FRAMES)]
+    tag = f"videoworker-simulator {job_id} index={index}".encode()
+    return mux_mjpeg(frames, width=WIDTH, height=HEIGHT, fps=FPS, tag=tag)
+
+
+def mux_mjpeg(frames: list[bytes], *, width: int, height: int, fps: int, tag: bytes = b"") -> bytes:
+    """Wrap JPEG ``frames`` into an MP4 with one Motion-JPEG track, moov at the end.
+
+    ``tag`` goes into a ``free`` box (ignored by players) before the media data.
+    """
+    ftyp = _box(b"ftyp", b"isom" + struct.pack(">I", 0x200) + b"isomiso2mp41")
+    free = _box(b"free", tag)
+    mdat = _box(b"mdat", b"".join(frames))
+    first_sample_offset = len(ftyp) + len(free) + 8
+    moov = _moov([len(f) for f in frames], first_sample_offset, width, height, fps)
+    return ftyp + free + mdat + moov
+
+
+def _draw_frame(job_id: str, index: int, digest: bytes, n: int) -> bytes:
+    """Draw frame ``n``: a job-coloured background, a moving square and a frame counter."""
+    background = (digest[0], digest[1], digest[2])
+    marker = (255 - digest[0], 255 - digest[1], 255 - digest[2])
+    image = Image.new("RGB", (WIDTH, HEIGHT), background)
+    draw = ImageDraw.Draw(image)
+    step = (WIDTH - 20) // max(FRAMES - 1, 1)
+    top = 30 + digest[3] % 30
+    draw.rectangle((n * step, top, n * step + 19, top + 19), fill=marker)
+    draw.text((4, 4), f"{job_id[-12:]} #{index}", fill=marker)
+    draw.text((4, HEIGHT - 14), f"frame {n + 1}/{FRAMES}", fill=marker)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=_JPEG_QUALITY)
+    return out.getvalue()
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    """One ISO-BMFF box: 32-bit size, 4-byte type, payload."""
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def _full_box(kind: bytes, version: int, flags: int, payload: bytes) -> bytes:
+    """A "full box": a box whose payload starts with version (8 bits) and flags (24 bits)."""
+    return _box(kind, struct.pack(">I", (version << 24) | flags) + payload)
+
+
+def _container(kind: bytes, children: Iterable[bytes]) -> bytes:
+    return _box(kind, b"".join(children))
+
+
+def _moov(sizes: list[int], offset: int, width: int, height: int, fps: int) -> bytes:
+    """The movie header and its single video track."""
+    delta = _TIMESCALE // fps
+    duration = delta * len(sizes)
+    mvhd = _full_box(
+        b"mvhd", 0, 0,
+        struct.pack(">IIII", 0, 0, _TIMESCALE, duration)
+        + struct.pack(">IH", 0x10000, 0x100) + bytes(10) + _MATRIX + bytes(24)
+        + struct.pack(">I", 2),
+    )
+    return _container(b"moov", [mvhd, _trak(sizes, offset, width, height, delta, duration)])
+
+
+def _trak(sizes: list[int], offset: int, width: int, height: int, delta: int, duration: int) -> bytes:
+    tkhd = _full_box(
+        b"tkhd", 0, 0x3,  # enabled | in movie
+        struct.pack(">IIIII", 0, 0, 1, 0, duration) + bytes(8)
+        + struct.pack(">hhhH", 0, 0, 0, 0) + _MATRIX
+        + struct.pack(">II", width << 16, height << 16),
+    )
+    mdhd = _full_box(
+        b"mdhd", 0, 0,
+        struct.pack(">IIII", 0, 0, _TIMESCALE, duration) + struct.pack(">HH", 0x55C4, 0),  # "und"
+    )
+    hdlr = _full_box(b"hdlr", 0, 0, bytes(4) + b"vide" + bytes(12) + b"VideoHandler\x00")
+    minf = _container(b"minf", [_vmhd_dinf(), _stbl(sizes, offset, width, height, delta)])
+    return _container(b"trak", [tkhd, _container(b"mdia", [mdhd, hdlr, minf])])
+
+
+def _vmhd_dinf() -> bytes:
+    vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
+    dref = _full_box(b"dref", 0, 0, struct.pack(">I", 1) + _full_box(b"url ", 0, 1, b""))
+    return vmhd + _container(b"dinf", [dref])
+
+
+def _stbl(sizes: list[int], offset: int, width: int, height: int, delta: int) -> bytes:
+    """Sample table: one chunk holding every frame; every frame is a sync sample."""
+    count = len(sizes)
+    stsd = _full_box(b"stsd", 0, 0, struct.pack(">I", 1) + _jpeg_sample_entry(width, height))
+    stts = _full_box(b"stts", 0, 0, struct.pack(">III", 1, count, delta))
+    stsc = _full_box(b"stsc", 0, 0, struct.pack(">IIII", 1, 1, count, 1))
+    stsz = _full_box(b"stsz", 0, 0, struct.pack(f">II{count}I", 0, count, *sizes))
+    stco = _full_box(b"stco", 0, 0, struct.pack(">II", 1, offset))
+    return _container(b"stbl", [stsd, stts, stsc, stsz, stco])
+
+
+def _jpeg_sample_entry(width: int, height: int) -> bytes:
+    """VisualSampleEntry with the ``jpeg`` (Photo-JPEG / Motion-JPEG) coding name."""
+    name = b"Motion JPEG"
+    compressor = bytes([len(name)]) + name + bytes(31 - len(name))
+    payload = (
+        bytes(6) + struct.pack(">H", 1)  # reserved, data_reference_index
+        + bytes(16)  # pre_defined, reserved, pre_defined[3]
+        + struct.pack(">HHII", width, height, 0x480000, 0x480000)  # 72 dpi
+        + bytes(4) + struct.pack(">H", 1) + compressor  # reserved, frame_count
+        + struct.pack(">Hh", 0x18, -1)  # depth, pre_defined
+    )
+    return _box(b"jpeg", payload)
