@@ -438,9 +438,9 @@ async def _save(where: str, response: httpx.Response, dest: Path, max_bytes: int
     try:
         async for chunk in response.aiter_bytes():
             sink.feed(chunk)
-        if expected is not None and response.num_bytes_downloaded != expected:
-            got = response.num_bytes_downloaded
-            raise DownloadError(f"{where}: truncated, {got} of {expected} bytes", retryable=True)
+        received = _wire_bytes(response, sink.size)
+        if expected is not None and received != expected:
+            raise DownloadError(f"{where}: truncated, {received} of {expected} bytes", retryable=True)
         sink.check_complete()
         await sink.finish()
     except httpx.RequestError as exc:
@@ -451,6 +451,12 @@ async def _save(where: str, response: httpx.Response, dest: Path, max_bytes: int
         sink.abort()
     content_type = response.headers.get("Content-Type", "video/mp4").split(";")[0].strip() or "video/mp4"
     return Download(path=dest, bytes=sink.size, sha256=sink.sha256, content_type=content_type)
+
+
+def _wire_bytes(response: httpx.Response, decoded: int) -> int:
+    """Bytes as sent, to compare with Content-Length: the decoded count unless a content coding applies."""
+    coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    return decoded if coding in ("", "identity") else response.num_bytes_downloaded
 
 
 def _write_error(where: str, exc: OSError) -> DownloadError:

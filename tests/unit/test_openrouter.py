@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,9 @@ class TestRequests:
 
         def handler(request: httpx.Request) -> httpx.Response:
             seen.append(request)
-            return httpx.Response(202, json={"id": JOB_ID, "polling_url": f"{BASE}/videos/{JOB_ID}", "status": "pending"})
+            return httpx.Response(
+                202, json={"id": JOB_ID, "polling_url": f"{BASE}/videos/{JOB_ID}", "status": "pending"}
+            )
 
         body = {"model": "google/veo-3.1", "prompt": "a dog", "duration": 8, "provider": {"options": {}}}
         async with make_client(handler, app_url="https://example.org/app") as client:
@@ -252,7 +255,7 @@ class TestJobIds:
     async def test_bad_job_id_rejected(self, bad: str, tmp_path: Path) -> None:
         """An id that is not one plain path segment raises PermanentError before any request."""
         calls: list[httpx.Request] = []
-        async with make_client(lambda r: calls.append(r) or httpx.Response(200)) as client:
+        async with make_client(content_handler(httpx.Response(200), calls)) as client:
             with pytest.raises(PermanentError) as info:
                 await client.poll(bad)
             assert info.value.endpoint == "poll"
@@ -324,7 +327,9 @@ class TestSubmitClassification:
             (httpx.RemoteProtocolError, AmbiguousSubmit),
         ],
     )
-    async def test_transport(self, exc: type[httpx.RequestError], expected: type[ProviderError], tmp_path: Path) -> None:
+    async def test_transport(
+        self, exc: type[httpx.RequestError], expected: type[ProviderError], tmp_path: Path
+    ) -> None:
         """Never sent → retryable; possibly sent → ambiguous; no status, no httpx cause attached."""
         with pytest.raises(ProviderError) as info:
             await call(make_client(raiser(exc)), "submit", tmp_path)
@@ -368,7 +373,7 @@ class TestSubmitClassification:
     async def test_unserialisable_body_is_permanent_and_not_sent(self) -> None:
         """A body that is not JSON fails before sending."""
         calls: list[httpx.Request] = []
-        async with make_client(lambda r: calls.append(r) or httpx.Response(202)) as client:
+        async with make_client(content_handler(httpx.Response(202), calls)) as client:
             with pytest.raises(PermanentError):
                 await client.submit({"model": "m", "seed": float("nan")})
             with pytest.raises(PermanentError):
@@ -414,8 +419,14 @@ class TestGetClassification:
     @pytest.mark.parametrize("endpoint", GET_ENDPOINTS)
     @pytest.mark.parametrize(
         "exc",
-        [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ReadTimeout, httpx.ReadError,
-         httpx.RemoteProtocolError],
+        [
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.ReadTimeout,
+            httpx.ReadError,
+            httpx.RemoteProtocolError,
+        ],
     )
     async def test_transport(self, endpoint: str, exc: type[httpx.RequestError], tmp_path: Path) -> None:
         """Any transport failure on a GET is retryable."""
@@ -445,8 +456,17 @@ class TestGetClassification:
 class TestRetryAfter:
     @pytest.mark.parametrize(
         ("value", "expected"),
-        [("120", 120.0), (" 1.5 ", 1.5), ("0", 0.0), ("-3", 0.0), (None, None), ("", None), ("soon", None),
-         ("nan", None), ("inf", None)],
+        [
+            ("120", 120.0),
+            (" 1.5 ", 1.5),
+            ("0", 0.0),
+            ("-3", 0.0),
+            (None, None),
+            ("", None),
+            ("soon", None),
+            ("nan", None),
+            ("inf", None),
+        ],
     )
     def test_parse_seconds(self, value: str | None, expected: float | None) -> None:
         """Delta-seconds parse to seconds; junk gives None, negatives clamp to 0."""
@@ -498,7 +518,9 @@ class TestDownload:
         dest = tmp_path / "video.part"
         async with make_client(content_handler(response, seen)) as client:
             result = await client.download(JOB_ID, 2, dest, max_bytes=len(MP4))
-        assert result == Download(path=dest, bytes=len(MP4), sha256=hashlib.sha256(MP4).hexdigest(), content_type="video/mp4")
+        assert result == Download(
+            path=dest, bytes=len(MP4), sha256=hashlib.sha256(MP4).hexdigest(), content_type="video/mp4"
+        )
         assert dest.read_bytes() == MP4
         request = seen[0]
         assert request.url.path == f"/api/v1/videos/{JOB_ID}/content" and request.url.params["index"] == "2"
@@ -558,9 +580,7 @@ class TestDownload:
         assert not dest.exists()
 
     @pytest.mark.asyncio
-    @pytest.mark.parametrize(
-        "body", [json.dumps(error_body("quota", 402)).encode(), b"", b"\x00\x00\x00"]
-    )
+    @pytest.mark.parametrize("body", [json.dumps(error_body("quota", 402)).encode(), b"", b"\x00\x00\x00"])
     async def test_not_mp4(self, body: bytes, tmp_path: Path) -> None:
         """A 200 whose body is JSON, empty or too short is not stored as a video."""
         dest = tmp_path / "video.part"
@@ -632,7 +652,7 @@ class TestSecrets:
         texts = [str(exc), repr(exc), repr(exc.args), repr(vars(exc))]
         assert exc.__cause__ is None
         for text in texts:
-            assert KEY not in text and "Bearer" not in text
+            assert KEY not in text and "Bearer sk" not in text
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -641,8 +661,15 @@ class TestSecrets:
 class TestJobModel:
     @pytest.mark.parametrize(
         ("status_", "terminal"),
-        [("pending", False), ("in_progress", False), ("completed", True), ("failed", True), ("cancelled", True),
-         ("expired", True), ("something_new", False)],
+        [
+            ("pending", False),
+            ("in_progress", False),
+            ("completed", True),
+            ("failed", True),
+            ("cancelled", True),
+            ("expired", True),
+            ("something_new", False),
+        ],
     )
     def test_is_terminal(self, status_: str, terminal: bool) -> None:
         """Completed, failed, cancelled and expired are terminal; unknown statuses are not."""
@@ -653,3 +680,66 @@ class TestJobModel:
         job = Job.model_validate({"id": "j", "status": "failed", "error": {"message": "moderated", "code": 403}})
         assert job.error == "moderated"
         assert Job.model_validate({"id": "j", "error": 5}).error == "5"
+
+
+# --- over a real socket ----------------------------------------------------------------------
+
+
+class TestRealTransport:
+    """A few paths through httpx's real transport, against a raw local server (no MockTransport shortcuts)."""
+
+    @staticmethod
+    async def serve(answer: bytes) -> tuple[asyncio.Server, str, list[bytes]]:
+        requests: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        return server, f"http://127.0.0.1:{port}/api/v1", requests
+
+    @pytest.mark.asyncio
+    async def test_connection_closed_mid_body(self, tmp_path: Path) -> None:
+        """A server that closes before Content-Length is reached gives a retryable DownloadError."""
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(MP4) + 500}\r\n\r\n"
+        server, base, requests = await self.serve(head.encode() + MP4)
+        dest = tmp_path / "video.part"
+        async with server, OpenRouterClient(base, KEY) as client:
+            with pytest.raises(DownloadError) as info:
+                await client.download(JOB_ID, 0, dest, max_bytes=1_000_000)
+        assert info.value.retryable and not dest.exists()
+        assert f"authorization: Bearer {KEY}".lower().encode() in requests[0].lower()
+
+    @pytest.mark.asyncio
+    async def test_real_download(self, tmp_path: Path) -> None:
+        """A complete answer is stored and hashed."""
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(MP4)}\r\n\r\n"
+        server, base, _ = await self.serve(head.encode() + MP4)
+        dest = tmp_path / "video.part"
+        async with server, OpenRouterClient(base, KEY) as client:
+            result = await client.download(JOB_ID, 0, dest, max_bytes=1_000_000)
+        assert result.sha256 == hashlib.sha256(MP4).hexdigest() and dest.read_bytes() == MP4
+
+    @pytest.mark.asyncio
+    async def test_submit_reset_before_answer_is_ambiguous(self) -> None:
+        """A server that reads the submit and hangs up without answering leaves the submit ambiguous."""
+        server, base, requests = await self.serve(b"")
+        async with server, OpenRouterClient(base, KEY) as client:
+            with pytest.raises(AmbiguousSubmit) as info:
+                await client.submit({"model": "m"})
+        assert requests and KEY not in str(info.value)
+
+    @pytest.mark.asyncio
+    async def test_connect_refused_is_retryable(self) -> None:
+        """Nobody listening: the submit certainly was not sent, so it is retryable."""
+        server, base, _ = await self.serve(b"")
+        server.close()
+        await server.wait_closed()
+        async with OpenRouterClient(base, KEY) as client:
+            with pytest.raises(RetryableError) as info:
+                await client.submit({"model": "m"})
+        assert info.value.endpoint == "submit" and info.value.status is None

@@ -50,7 +50,9 @@ def _model(model_id: str, name: str, description: str, **fields: Any) -> dict[st
 
 DEFAULT_VIDEO_MODELS: list[dict[str, Any]] = [
     _model(
-        "google/veo-3.1", "Google: Veo 3.1", "Simulated Veo 3.1: text or image to video, with audio.",
+        "google/veo-3.1",
+        "Google: Veo 3.1",
+        "Simulated Veo 3.1: text or image to video, with audio.",
         supported_resolutions=["720p", "1080p"],
         supported_aspect_ratios=["16:9", "9:16"],
         supported_sizes=["1280x720", "720x1280", "1920x1080", "1080x1920"],
@@ -62,7 +64,9 @@ DEFAULT_VIDEO_MODELS: list[dict[str, Any]] = [
         pricing_skus={"per-video-second": "0.50", "per-video-second-1080p": "0.75"},
     ),
     _model(
-        "openai/sora-2", "OpenAI: Sora 2", "Simulated Sora 2: 720p clips with audio.",
+        "openai/sora-2",
+        "OpenAI: Sora 2",
+        "Simulated Sora 2: 720p clips with audio.",
         supported_resolutions=["720p"],
         supported_aspect_ratios=["16:9", "9:16"],
         supported_sizes=["1280x720", "720x1280"],
@@ -74,7 +78,8 @@ DEFAULT_VIDEO_MODELS: list[dict[str, Any]] = [
         pricing_skus={"per-video-second": "0.10"},
     ),
     _model(
-        "kwaivgi/kling-v2.1", "Kling: Kling v2.1",
+        "kwaivgi/kling-v2.1",
+        "Kling: Kling v2.1",
         "Simulated Kling v2.1: can animate a first frame image without any prompt.",
         supported_resolutions=["720p", "1080p"],
         supported_aspect_ratios=["16:9", "9:16", "1:1"],
@@ -87,11 +92,22 @@ DEFAULT_VIDEO_MODELS: list[dict[str, Any]] = [
         pricing_skus={"per-video-second": "0.28"},
     ),
     _model(
-        "sim/fast", "Simulator: Fast", "Accepts every documented option; the model for tests.",
+        "sim/fast",
+        "Simulator: Fast",
+        "Accepts every documented option; the model for tests.",
         supported_resolutions=list(ALL_RESOLUTIONS),
         supported_aspect_ratios=list(ALL_ASPECT_RATIOS),
-        supported_sizes=["640x360", "854x480", "1280x720", "720x1280", "720x720", "1920x1080",
-                         "1080x1920", "1080x1080", "3840x2160"],
+        supported_sizes=[
+            "640x360",
+            "854x480",
+            "1280x720",
+            "720x1280",
+            "720x720",
+            "1920x1080",
+            "1080x1920",
+            "1080x1080",
+            "3840x2160",
+        ],
         supported_durations=list(range(1, 21)),
         supported_frame_images=["first_frame", "last_frame"],
         generate_audio=False,
@@ -100,7 +116,8 @@ DEFAULT_VIDEO_MODELS: list[dict[str, Any]] = [
         pricing_skus={"per-video-second": "0.01", "per-video-second-1080p": "0.02"},
     ),
     _model(
-        "sim/mystery", "Simulator: Mystery",
+        "sim/mystery",
+        "Simulator: Mystery",
         "Advertises no capabilities at all (every list is null).",
         pricing_skus={"per-video-second": "0.05"},
     ),
@@ -123,7 +140,11 @@ TEXT_MODELS: list[dict[str, Any]] = [
             "instruct_type": None,
         },
         "pricing": {"prompt": "0.0000025", "completion": "0.00001", "request": "0", "image": "0"},
-        "top_provider": {"context_length": 128000, "max_completion_tokens": 16384, "is_moderated": True},
+        "top_provider": {
+            "context_length": 128000,
+            "max_completion_tokens": 16384,
+            "is_moderated": True,
+        },
         "hugging_face_id": None,
         "per_request_limits": None,
         "supported_parameters": ["max_tokens", "temperature", "tools"],
@@ -154,14 +175,20 @@ def general_entry(video_model: dict[str, Any]) -> dict[str, Any]:
             "instruct_type": None,
         },
         "pricing": {"prompt": "0", "completion": "0", "request": "0", "image": "0"},
-        "top_provider": {"context_length": None, "max_completion_tokens": None, "is_moderated": True},
+        "top_provider": {
+            "context_length": None,
+            "max_completion_tokens": None,
+            "is_moderated": True,
+        },
         "hugging_face_id": video_model.get("hugging_face_id"),
         "per_request_limits": None,
         "supported_parameters": [],
     }
 
 
-def general_models(video_models: list[dict[str, Any]], output_modalities: str | None) -> list[dict[str, Any]]:
+def general_models(
+    video_models: list[dict[str, Any]], output_modalities: str | None
+) -> list[dict[str, Any]]:
     """Entries of ``GET /models``, filtered like OpenRouter's ``output_modalities`` parameter.
 
     ``None`` or ``"all"`` lists everything; otherwise a comma-separated list keeps the

@@ -85,36 +85,46 @@ def _container(kind: bytes, children: Iterable[bytes]) -> bytes:
     return _box(kind, b"".join(children))
 
 
+# Field layouts (ISO/IEC 14496-12), after the version/flags word of each full box.
+# mvhd v0: creation, modification, timescale, duration, rate, volume, reserved,
+#          matrix, pre_defined, next_track_id
+_MVHD = ">IIIIIH10s36s24sI"
+# tkhd v0: creation, modification, track_id, reserved, duration, reserved, layer,
+#          alternate_group, volume, reserved, matrix, width, height (16.16)
+_TKHD = ">IIIII8shhhH36sII"
+# mdhd v0: creation, modification, timescale, duration, language, pre_defined
+_MDHD = ">IIIIHH"
+# VisualSampleEntry: reserved, data_reference_index, pre_defined/reserved, width, height,
+#          horiz/vert resolution (72 dpi), reserved, frame_count, compressor, depth, pre_defined
+_VISUAL_ENTRY = ">6sH16sHHIIIH32sHh"
+_LANGUAGE_UND = 0x55C4  # "und", packed ISO-639-2/T
+_TRACK_FLAGS = 0x3  # enabled | in movie
+
+
 def _moov(sizes: list[int], offset: int, width: int, height: int, fps: int) -> bytes:
     """The movie header and its single video track."""
     delta = _TIMESCALE // fps
     duration = delta * len(sizes)
-    mvhd = _full_box(
-        b"mvhd", 0, 0,
-        struct.pack(">IIII", 0, 0, _TIMESCALE, duration)
-        + struct.pack(">IH", 0x10000, 0x100) + bytes(10) + _MATRIX + bytes(24)
-        + struct.pack(">I", 2),
-    )
-    return _container(b"moov", [mvhd, _trak(sizes, offset, width, height, delta, duration)])
+    fields = (0, 0, _TIMESCALE, duration, 0x10000, 0x100, b"", _MATRIX, b"", 2)
+    mvhd = _full_box(b"mvhd", 0, 0, struct.pack(_MVHD, *fields))
+    trak = _trak(sizes, offset, (width, height), delta, duration)
+    return _container(b"moov", [mvhd, trak])
 
 
-def _trak(sizes: list[int], offset: int, width: int, height: int, delta: int, duration: int) -> bytes:
-    tkhd = _full_box(
-        b"tkhd", 0, 0x3,  # enabled | in movie
-        struct.pack(">IIIII", 0, 0, 1, 0, duration) + bytes(8)
-        + struct.pack(">hhhH", 0, 0, 0, 0) + _MATRIX
-        + struct.pack(">II", width << 16, height << 16),
-    )
-    mdhd = _full_box(
-        b"mdhd", 0, 0,
-        struct.pack(">IIII", 0, 0, _TIMESCALE, duration) + struct.pack(">HH", 0x55C4, 0),  # "und"
-    )
+def _trak(sizes: list[int], offset: int, dims: tuple[int, int], delta: int, duration: int) -> bytes:
+    """One video track: header, media header, handler and the media information."""
+    width, height = dims
+    fields = (0, 0, 1, 0, duration, b"", 0, 0, 0, 0, _MATRIX, width << 16, height << 16)
+    tkhd = _full_box(b"tkhd", 0, _TRACK_FLAGS, struct.pack(_TKHD, *fields))
+    mdhd_fields = (0, 0, _TIMESCALE, duration, _LANGUAGE_UND, 0)
+    mdhd = _full_box(b"mdhd", 0, 0, struct.pack(_MDHD, *mdhd_fields))
     hdlr = _full_box(b"hdlr", 0, 0, bytes(4) + b"vide" + bytes(12) + b"VideoHandler\x00")
     minf = _container(b"minf", [_vmhd_dinf(), _stbl(sizes, offset, width, height, delta)])
     return _container(b"trak", [tkhd, _container(b"mdia", [mdhd, hdlr, minf])])
 
 
 def _vmhd_dinf() -> bytes:
+    """Video media header and a data reference saying "the media is in this file"."""
     vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
     dref = _full_box(b"dref", 0, 0, struct.pack(">I", 1) + _full_box(b"url ", 0, 1, b""))
     return vmhd + _container(b"dinf", [dref])
@@ -134,12 +144,7 @@ def _stbl(sizes: list[int], offset: int, width: int, height: int, delta: int) ->
 def _jpeg_sample_entry(width: int, height: int) -> bytes:
     """VisualSampleEntry with the ``jpeg`` (Photo-JPEG / Motion-JPEG) coding name."""
     name = b"Motion JPEG"
-    compressor = bytes([len(name)]) + name + bytes(31 - len(name))
-    payload = (
-        bytes(6) + struct.pack(">H", 1)  # reserved, data_reference_index
-        + bytes(16)  # pre_defined, reserved, pre_defined[3]
-        + struct.pack(">HHII", width, height, 0x480000, 0x480000)  # 72 dpi
-        + bytes(4) + struct.pack(">H", 1) + compressor  # reserved, frame_count
-        + struct.pack(">Hh", 0x18, -1)  # depth, pre_defined
-    )
-    return _box(b"jpeg", payload)
+    compressor = bytes([len(name)]) + name  # Pascal string, zero-padded to 32 by struct
+    dpi72 = 0x480000
+    fields = (b"", 1, b"", width, height, dpi72, dpi72, 0, 1, compressor, 0x18, -1)
+    return _box(b"jpeg", struct.pack(_VISUAL_ENTRY, *fields))

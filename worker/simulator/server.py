@@ -25,7 +25,7 @@ import secrets
 import string
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -39,13 +39,13 @@ from worker.simulator import catalogue, mp4
 API_PREFIX = "/api/v1"
 ADMIN_PREFIX = "/_sim"
 REQUEST_LOG_SIZE = 20_000
+VIDEO_CACHE_SIZE = 1024  # videos kept in memory (~20 kB each); older ones are made again
 
 _ALNUM = string.ascii_letters + string.digits
 _PENDING_FRACTION = 0.1  # share of a job's duration spent "pending" before "in_progress"
 # 5xx answers that, on submit, come after the job was created: the ambiguous case.
 _AFTER_CREATE_STATUSES = frozenset({500, 502, 504})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
-_ABORTED = "sim.aborted"  # request key: the connection was cut, nothing was answered
 _FAILURE_MESSAGES = (
     "Provider returned error: the video could not be generated (simulated)",
     "Content moderation: the prompt was flagged by the provider (simulated)",
@@ -215,11 +215,11 @@ class Job:
     error: str | None = None
     polls: int = 0
     downloads: int = 0
-    videos: list[bytes] = field(default_factory=list)
-    digests: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # per output, once generated
+    digests: list[str] = field(default_factory=list)  # sha256 hex per output, once generated
 
     def status(self, now: float) -> str:
-        """``pending`` for the first 10 % of the duration, ``in_progress`` until it elapses, then the fate."""
+        """``pending`` for the first 10 % of the duration, ``in_progress`` to the end, then the fate."""
         elapsed = now - self.started
         if elapsed < self.duration * _PENDING_FRACTION:
             return "pending"
@@ -239,12 +239,19 @@ class SimState:
         self._models_by_id = {m["id"]: m for m in config.models}
         self.rng = random.Random(config.seed)
         self.jobs: dict[str, Job] = {}
-        self.counters = {"submits": 0, "polls": 0, "downloads": 0, "errors_injected": 0,
-                         "resets": 0, "truncations": 0}
+        self.counters = {
+            "submits": 0,
+            "polls": 0,
+            "downloads": 0,
+            "errors_injected": 0,
+            "resets": 0,
+            "truncations": 0,
+        }
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._videos: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
     def configure(self, changes: Mapping[str, Any]) -> SimConfig:
-        """Apply knob changes (``ValueError``/``TypeError`` if bad); a new ``seed`` re-seeds the RNG."""
+        """Apply knob changes (``ValueError``/``TypeError`` if bad); a ``seed`` re-seeds the RNG."""
         self.config = self.config.with_changes(changes)
         self._models_by_id = {m["id"]: m for m in self.config.models}
         if "seed" in changes:
@@ -256,13 +263,14 @@ class SimState:
         self.jobs.clear()
         self.counters = dict.fromkeys(self.counters, 0)
         self.requests.clear()
+        self._videos.clear()
         self.rng = random.Random(self.config.seed)
 
     def video_model(self, model_id: str) -> dict[str, Any] | None:
         return self._models_by_id.get(model_id)
 
     def chance(self, rate: float) -> bool:
-        """True with probability ``rate``; never draws when the rate is 0 (keeps sequences stable)."""
+        """True with probability ``rate``; a zero rate draws nothing, so other draws stay put."""
         return rate > 0.0 and self.rng.random() < rate
 
     def draw_error(self) -> int | None:
@@ -297,12 +305,24 @@ class SimState:
         return job
 
     def video(self, job: Job, index: int) -> bytes:
-        """Output ``index`` of a completed job, generated once and cached on the job."""
-        while len(job.videos) < job.outputs:
-            data = mp4.make_video(job.id, len(job.videos))
-            job.videos.append(data)
-            job.digests.append(hashlib.sha256(data).hexdigest())
-        return job.videos[index]
+        """Output ``index`` of a completed job; the first call also records every output's hash."""
+        if not job.digests:
+            for data in (self._generate(job.id, i) for i in range(job.outputs)):
+                job.sizes.append(len(data))
+                job.digests.append(hashlib.sha256(data).hexdigest())
+        return self._generate(job.id, index)
+
+    def _generate(self, job_id: str, index: int) -> bytes:
+        """The video bytes, from a bounded LRU: they are deterministic, so evicting is safe."""
+        key = (job_id, index)
+        data = self._videos.get(key)
+        if data is not None:
+            self._videos.move_to_end(key)
+            return data
+        data = self._videos[key] = mp4.make_video(job_id, index)
+        if len(self._videos) > VIDEO_CACHE_SIZE:
+            self._videos.popitem(last=False)
+        return data
 
     def stats(self) -> dict[str, Any]:
         """Counters, every job (with output hashes once completed) and the request log."""
@@ -319,7 +339,7 @@ class SimState:
             "body": job.body,
             "submitted_at": job.submitted_at,
             "sha256": list(job.digests),
-            "bytes": [len(v) for v in job.videos],
+            "bytes": list(job.sizes),
             "polls": job.polls,
             "downloads": job.downloads,
         }
@@ -379,7 +399,9 @@ def _check_capabilities(model: dict[str, Any], body: dict[str, Any]) -> str | No
     for option, listing in _CAPABILITY_FIELDS.items():
         allowed = model.get(listing)
         if option in body and allowed is not None and body[option] not in allowed:
-            return f"{option}={body[option]!r} is not supported by {model['id']} (allowed: {allowed})"
+            return (
+                f"{option}={body[option]!r} is not supported by {model['id']} (allowed: {allowed})"
+            )
     frames = model.get("supported_frame_images")
     for frame in body.get("frame_images") or []:
         kind = frame.get("frame_type") if isinstance(frame, dict) else None
@@ -391,6 +413,7 @@ def _check_capabilities(model: dict[str, Any], body: dict[str, Any]) -> str | No
 # --- HTTP helpers ----------------------------------------------------------------------
 
 STATE_KEY = web.AppKey("sim_state", SimState)
+_ABORTED = web.RequestKey("sim_aborted", bool)  # the connection was cut, nothing was answered
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -435,7 +458,9 @@ def _job_view(job: Job, base: str, now: float) -> dict[str, Any]:
         "generation_id": job.generation_id,
     }
     if status == "completed":
-        view["unsigned_urls"] = [f"{base}/videos/{job.id}/content?index={i}" for i in range(job.outputs)]
+        view["unsigned_urls"] = [
+            f"{base}/videos/{job.id}/content?index={i}" for i in range(job.outputs)
+        ]
         view["usage"] = {"cost": job.cost, "is_byok": False}
     elif status == "failed":
         view["error"] = job.error
@@ -469,7 +494,9 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except web.HTTPException as exc:
             response = _error(exc.status, exc.reason)
     status = 0 if request.get(_ABORTED) else response.status
-    state.requests.append({"t": time.time(), "method": request.method, "path": request.path, "status": status})
+    state.requests.append(
+        {"t": time.time(), "method": request.method, "path": request.path, "status": status}
+    )
     return response
 
 
@@ -495,7 +522,11 @@ async def _submit(request: web.Request) -> web.StreamResponse:
     if state.chance(state.config.submit_reset_rate):
         state.counters["resets"] += 1
         return _abort(request)
-    answer = {"id": job.id, "polling_url": f"{_base_url(request)}/videos/{job.id}", "status": "pending"}
+    answer = {
+        "id": job.id,
+        "polling_url": f"{_base_url(request)}/videos/{job.id}",
+        "status": "pending",
+    }
     return web.json_response(answer, status=202)
 
 
@@ -609,7 +640,9 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     return app
 
 
-async def serve(host: str = "127.0.0.1", port: int = 0, config: SimConfig | None = None) -> web.AppRunner:
+async def serve(
+    host: str = "127.0.0.1", port: int = 0, config: SimConfig | None = None
+) -> web.AppRunner:
     """Start the simulator on the running loop; ``await runner.cleanup()`` stops it.
 
     With ``port=0`` the OS picks a free port: read it with :func:`bound_port`.
@@ -637,7 +670,9 @@ class SimulatorThread:
     free port of 127.0.0.1; ``sim.base_url`` is the OpenRouter base URL to give a client.
     """
 
-    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.config = config or SimConfig()
         self.host = host
         self.port = port
@@ -647,7 +682,7 @@ class SimulatorThread:
         self._ready = threading.Event()
         self._serving = False
         self._failure: OSError | None = None
-        self._http = httpx.Client(timeout=30.0)
+        self._http: httpx.Client | None = None
 
     @property
     def url(self) -> str:
@@ -672,16 +707,21 @@ class SimulatorThread:
         if not self._ready.wait(timeout=30.0):
             raise RuntimeError("simulator did not start within 30 s")
         if not self._serving:
-            raise RuntimeError(f"simulator failed to start on {self.host}:{self.port}") from self._failure
+            raise RuntimeError(
+                f"simulator failed to start on {self.host}:{self.port}"
+            ) from self._failure
         return self
 
     def stop(self) -> None:
         """Stop serving and join the thread; safe to call twice."""
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=30.0)
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is not None and thread.is_alive() and loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=30.0)
         self._thread = None
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def stats(self) -> dict[str, Any]:
         """``GET /_sim/stats``."""
@@ -705,6 +745,8 @@ class SimulatorThread:
         self.stop()
 
     def _admin(self, method: str, name: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._http is None:
+            self._http = httpx.Client(timeout=30.0)
         response = self._http.request(method, f"{self.admin_url}/{name}", json=body)
         response.raise_for_status()
         answer: dict[str, Any] = response.json()
@@ -735,17 +777,24 @@ class SimulatorThread:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m worker.simulator.server``: serve until interrupted (knobs via ``/_sim/config``)."""
+    """``python -m worker.simulator.server``: serve until interrupted; knobs via ``/_sim/config``."""
     parser = argparse.ArgumentParser(description="Local simulator of OpenRouter's video API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", default="sim-key")
-    parser.add_argument("--job-seconds", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH"))
+    parser.add_argument(
+        "--job-seconds", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH")
+    )
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     config = SimConfig(api_key=args.api_key, job_seconds=tuple(args.job_seconds), seed=args.seed)
-    web.run_app(create_app(config), host=args.host, port=args.port, access_log=None,
-                print=lambda _: print(f"simulator: http://{args.host}:{args.port}{API_PREFIX}", flush=True))
+    web.run_app(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=lambda _: print(f"simulator: http://{args.host}:{args.port}{API_PREFIX}", flush=True),
+    )
 
 
 if __name__ == "__main__":
