@@ -183,8 +183,9 @@ class DaemonProcess:
 
     def start(self, **env: str) -> None:
         s = self.settings
+        inherited = {k: v for k, v in os.environ.items() if k != "VIDEOWORKER_CRASHPOINT"}
         full = {
-            **os.environ,
+            **inherited,
             "VIDEOWORKER_AMQP_URL": s.amqp_url.get_secret_value(),
             "OPENROUTER_API_KEY": s.openrouter_api_key.get_secret_value() if s.openrouter_api_key else "",
             "VIDEOWORKER_OPENROUTER_BASE_URL": s.openrouter_base_url,
@@ -200,7 +201,6 @@ class DaemonProcess:
             **self.extra_env,
             **env,
         }
-        full.pop("VIDEOWORKER_CRASHPOINT", None) if "VIDEOWORKER_CRASHPOINT" not in env else None
         out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=full, stdout=out, stderr=out,
                                      cwd=ROOT)

@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 from worker.jobs import JobState
 from worker.ledger.base import (
@@ -327,7 +327,9 @@ class PostgresLedger(Ledger):
     async def mark_sent(self, ids: Sequence[int]) -> None:
         """Stamp the confirmed messages as sent; they leave the pending set."""
         if ids:
-            await self._require().execute("UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", now(), list(ids))
+            await self._require().execute(
+                "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", now(), list(ids)
+            )
 
     async def counts(self) -> dict[str, int]:
         """Rows per state (every state present, zero if none) plus ``outbox_pending``."""

@@ -219,7 +219,7 @@ class Job:
     digests: list[str] = field(default_factory=list)  # sha256 hex per output, once generated
 
     def status(self, now: float) -> str:
-        """``pending`` for the first 10 % of the duration, ``in_progress`` to the end, then the fate."""
+        """``pending`` for 10 % of the duration, ``in_progress`` until it ends, then the fate."""
         elapsed = now - self.started
         if elapsed < self.duration * _PENDING_FRACTION:
             return "pending"
@@ -777,7 +777,7 @@ class SimulatorThread:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m worker.simulator.server``: serve until interrupted; knobs via ``/_sim/config``."""
+    """``python -m worker.simulator.server``: serve until interrupted (knobs: ``/_sim/config``)."""
     parser = argparse.ArgumentParser(description="Local simulator of OpenRouter's video API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
