@@ -42,7 +42,9 @@ def videoworker_validate_request(request: VideoRequest, catalogue: Catalogue) ->
         for kind in kinds:
             _check(kind, model.supported_frame_images, "frame_images", model)
     if request.generate_audio and model.generate_audio is False:
-        raise InvalidRequest(f"model {model.id!r} cannot generate audio", code="model_unsupported", field="generate_audio")
+        raise InvalidRequest(
+            f"model {model.id!r} cannot generate audio", code="model_unsupported", field="generate_audio"
+        )
     if request.seed is not None and model.seed is False:
         raise InvalidRequest(f"model {model.id!r} does not take a seed", code="model_unsupported", field="seed")
 
@@ -62,7 +64,9 @@ def _check(value: object, allowed: Sequence[object] | None, field: str, model: V
 def _check_documented(request: VideoRequest) -> None:
     if request.resolution is not None and request.resolution not in DOCUMENTED_RESOLUTIONS:
         raise InvalidRequest(
-            f"resolution {request.resolution!r} is not a documented resolution", code="model_unsupported", field="resolution"
+            f"resolution {request.resolution!r} is not a documented resolution",
+            code="model_unsupported",
+            field="resolution",
         )
     if request.aspect_ratio is not None and request.aspect_ratio not in DOCUMENTED_ASPECT_RATIOS:
         raise InvalidRequest(

@@ -56,9 +56,16 @@ def names() -> dict[str, str]:
 def make_settings(tmp_path: Path, rabbit: str, sim: SimulatorThread, names: dict[str, str]) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "amqp_url": rabbit, "openrouter_api_key": sim.api_key, "openrouter_base_url": sim.base_url,
-            "data_dir": tmp_path / "data", "poll_interval": 0.1, "poll_max_interval": 0.5,
-            "lease_seconds": 3.0, "shutdown_grace": 5.0, "log_format": "json", "log_level": "info",
+            "amqp_url": rabbit,
+            "openrouter_api_key": sim.api_key,
+            "openrouter_base_url": sim.base_url,
+            "data_dir": tmp_path / "data",
+            "poll_interval": 0.1,
+            "poll_max_interval": 0.5,
+            "lease_seconds": 3.0,
+            "shutdown_grace": 5.0,
+            "log_format": "json",
+            "log_level": "info",
             **names,
         }
         values.update(overrides)
@@ -166,7 +173,7 @@ async def daemon(make_settings: Callable[..., Settings]) -> AsyncIterator[Callab
         return d
 
     yield start
-    for d, task in running:
+    for d, _ in running:
         d.request_stop("test teardown")
     for _, task in running:
         await asyncio.wait_for(task, 30)
@@ -202,8 +209,9 @@ class DaemonProcess:
             **env,
         }
         out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=full, stdout=out, stderr=out,
-                                     cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"], env=full, stdout=out, stderr=out, cwd=ROOT
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -59,11 +59,11 @@ class Broker:
         delay, tried = 0.5, 0
         while True:
             try:
-                self._connection = await aio_pika.connect_robust(url, timeout=10, client_properties={
-                    "connection_name": f"videoworker {self.settings.instance_id}"
-                })
+                self._connection = await aio_pika.connect_robust(
+                    url, timeout=10, client_properties={"connection_name": f"videoworker {self.settings.instance_id}"}
+                )
                 break
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 tried += 1
                 if attempts and tried >= attempts:
                     raise ConfigError(f"cannot reach RabbitMQ at amqp_url: {type(exc).__name__}: {exc}") from None
@@ -83,14 +83,16 @@ class Broker:
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         if prefetch:
             await channel.set_qos(prefetch_count=prefetch)
-        return channel  # type: ignore[return-value]
+        return channel
 
     async def _declare(self) -> None:
         assert self._consume_channel is not None and self._publish_channel is not None
         s = self.settings
         try:
-            await self._publish_channel.declare_queue(s.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
-            self._queue = await self._consume_channel.declare_queue(  # type: ignore[assignment]
+            await self._publish_channel.declare_queue(
+                s.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            self._queue = await self._consume_channel.declare_queue(
                 s.request_queue,
                 durable=True,
                 arguments={
@@ -121,7 +123,7 @@ class Broker:
             try:
                 async with asyncio.timeout(self.settings.publish_timeout):
                     await self._queue.cancel(tag)
-            except (asyncio.TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
                 log.warning("could not cancel the consumer cleanly", error=type(exc).__name__)
 
     async def publish(

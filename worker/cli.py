@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -31,8 +32,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="videoworker")
-@click.option("--config", "config", type=click.Path(path_type=Path), envvar="VIDEOWORKER_CONFIG",
-              help="TOML settings file (also VIDEOWORKER_CONFIG).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    envvar="VIDEOWORKER_CONFIG",
+    help="TOML settings file (also VIDEOWORKER_CONFIG).",
+)
 @click.pass_context
 def main(ctx: click.Context, config: Path | None) -> None:
     """videoworker: turns RabbitMQ video requests into OpenRouter videos, stored and announced.
@@ -123,8 +129,10 @@ def models(obj: _Ctx, as_json: bool) -> None:
         click.echo(json.dumps([m.model_dump(mode="json") for m in found], indent=2))
         return
     for m in found:
-        click.echo(f"{m.id:<28} durations={m.supported_durations} resolutions={m.supported_resolutions} "
-                   f"aspect_ratios={m.supported_aspect_ratios}")
+        click.echo(
+            f"{m.id:<28} durations={m.supported_durations} resolutions={m.supported_resolutions} "
+            f"aspect_ratios={m.supported_aspect_ratios}"
+        )
 
 
 @main.command()
@@ -140,7 +148,7 @@ def models(obj: _Ctx, as_json: bool) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the final event and show progress.")
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj
-def submit(obj: _Ctx, file: Any, wait: bool, timeout: float, metadata: str | None, **fields: Any) -> None:
+def submit(obj: _Ctx, /, file: Any, wait: bool, timeout: float, metadata: str | None, **fields: Any) -> None:
     """Publish one request to the request queue (from flags or a JSON file)."""
     from worker.producer import submit as publish
 
@@ -151,8 +159,9 @@ def submit(obj: _Ctx, file: Any, wait: bool, timeout: float, metadata: str | Non
         request["metadata"] = json.loads(metadata)
 
     def progress(event: dict[str, Any]) -> None:
-        click.echo(f"{event['id']}: {event['status']}" + (f" (job {event['job_id']})" if event.get("job_id") else ""),
-                   err=True)
+        click.echo(
+            f"{event['id']}: {event['status']}" + (f" (job {event['job_id']})" if event.get("job_id") else ""), err=True
+        )
 
     try:
         results = asyncio.run(publish(obj.settings(), [request], wait=timeout if wait else None, on_event=progress))
@@ -177,13 +186,29 @@ def submit(obj: _Ctx, file: Any, wait: bool, timeout: float, metadata: str | Non
 @click.option("--truncate-rate", type=float, default=0.0, show_default=True, help="Downloads cut short.")
 @click.option("--latency", nargs=2, type=float, default=(0.0, 0.0), show_default=True, help="Added delay range, s.")
 @click.option("--never-finish-rate", type=float, default=0.0, show_default=True, help="Jobs that never finish.")
-def simulate(host: str, port: int, api_key: str, job_seconds: tuple[float, float], failure_rate: float,
-             error_rate: float, truncate_rate: float, latency: tuple[float, float], never_finish_rate: float) -> None:
+def simulate(
+    host: str,
+    port: int,
+    api_key: str,
+    job_seconds: tuple[float, float],
+    failure_rate: float,
+    error_rate: float,
+    truncate_rate: float,
+    latency: tuple[float, float],
+    never_finish_rate: float,
+) -> None:
     """Serve a simulator of OpenRouter's video API (base URL http://HOST:PORT/api/v1)."""
     from worker.simulator import SimConfig, serve
 
-    config = SimConfig(api_key=api_key, job_seconds=job_seconds, failure_rate=failure_rate, error_rate=error_rate,
-                       truncate_rate=truncate_rate, latency=latency, never_finish_rate=never_finish_rate)
+    config = SimConfig(
+        api_key=api_key,
+        job_seconds=job_seconds,
+        failure_rate=failure_rate,
+        error_rate=error_rate,
+        truncate_rate=truncate_rate,
+        latency=latency,
+        never_finish_rate=never_finish_rate,
+    )
 
     async def forever() -> None:
         runner = await serve(host, port, config)
@@ -193,10 +218,8 @@ def simulate(host: str, port: int, api_key: str, job_seconds: tuple[float, float
         finally:
             await runner.cleanup()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(forever())
-    except KeyboardInterrupt:
-        pass
 
 
 @main.command()

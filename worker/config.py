@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     )
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     data_dir: Path = Path("./data")
-    ledger_url: str | None = Field(None, description="sqlite:///path or postgresql://…; default <data_dir>/ledger.sqlite3")
+    ledger_url: str | None = Field(
+        None, description="sqlite:///path or postgresql://…; default <data_dir>/ledger.sqlite3"
+    )
     request_queue: str = "videos.requests"
     events_exchange: str = "videos.events"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -60,7 +62,9 @@ class Settings(BaseSettings):
     # --- polling and time limits -------------------------------------------------------
     poll_interval: float = Field(5.0, gt=0, description="shortest gap between two polls of one job, s")
     poll_max_interval: float = Field(60.0, gt=0, description="longest gap between two polls of one job, s")
-    job_timeout: float = Field(3600.0, gt=0, description="a job not finished this long after submit fails with `timeout`, s")
+    job_timeout: float = Field(
+        3600.0, gt=0, description="a job not finished this long after submit fails with `timeout`, s"
+    )
     lease_seconds: float = Field(30.0, ge=2, description="ownership lease of a job; others adopt it once expired, s")
     shutdown_grace: float = Field(10.0, ge=0, description="SIGTERM: time given to in-flight steps before exit, s")
     publish_timeout: float = Field(10.0, gt=0, description="longest wait for a broker confirm, s")

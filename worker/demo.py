@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,17 +41,32 @@ async def run_demo(config: Path | None, count: int, data_dir: Path) -> int:
     suffix = uuid.uuid4().hex[:6]
     with SimulatorThread(SimConfig(job_seconds=(2.0, 4.0))) as sim:
         settings = load_settings(
-            config, openrouter_api_key=sim.api_key, openrouter_base_url=sim.base_url, data_dir=data_dir,
-            request_queue=f"demo.{suffix}.requests", events_exchange=f"demo.{suffix}.events",
-            poll_interval=0.5, poll_max_interval=2.0, log_format="console", log_level="warning",
+            config,
+            openrouter_api_key=sim.api_key,
+            openrouter_base_url=sim.base_url,
+            data_dir=data_dir,
+            request_queue=f"demo.{suffix}.requests",
+            events_exchange=f"demo.{suffix}.events",
+            poll_interval=0.5,
+            poll_max_interval=2.0,
+            log_format="console",
+            log_level="warning",
         )
         configure_logging(settings.log_level, settings.log_format)
         click.echo(f"simulator at {sim.base_url}; data in {data_dir.resolve()}; queue {settings.request_queue}")
         daemon = Daemon(settings)
         running = asyncio.create_task(daemon.run())
         await daemon.ready.wait()
-        requests = [{"model": "google/veo-3.1", "prompt": PROMPTS[i % len(PROMPTS)], "duration": 4,
-                     "resolution": "720p", "metadata": {"demo": i}} for i in range(count)]
+        requests = [
+            {
+                "model": "google/veo-3.1",
+                "prompt": PROMPTS[i % len(PROMPTS)],
+                "duration": 4,
+                "resolution": "720p",
+                "metadata": {"demo": i},
+            }
+            for i in range(count)
+        ]
         requests.append({"model": "google/veo-3.1", "prompt": "too big", "resolution": "9000p"})
         click.echo(f"published {count} requests and one bad one; waiting for results…")
         try:
@@ -62,20 +78,20 @@ async def run_demo(config: Path | None, count: int, data_dir: Path) -> int:
     return _report(results, count)
 
 
-def _progress(event: dict[str, object]) -> None:
+def _progress(event: dict[str, Any]) -> None:
     click.echo(f"  {event['id']}: {event['status']}")
 
 
-def _report(results: list[dict[str, object]], count: int) -> int:
+def _report(results: list[dict[str, Any]], count: int) -> int:
     ok = 0
     for event in results:
         if event["status"] == "completed":
             ok += 1
-            for out in event["outputs"]:  # type: ignore[attr-defined]
+            for out in event["outputs"]:
                 click.echo(f"✔ {event['id']}: {out['location']} ({out['bytes']} bytes, sha256 {out['sha256'][:12]}…)")
         else:
             error = event["error"] or {}
-            click.echo(f"✘ {event['id']}: failed, {error.get('code')}: {error.get('message')}")  # type: ignore[union-attr]
+            click.echo(f"✘ {event['id']}: failed, {error.get('code')}: {error.get('message')}")
     click.echo(f"{ok}/{count} videos stored; the bad request was refused and dead-lettered as it should be.")
     return 0 if ok == count else 1
 

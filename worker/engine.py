@@ -85,9 +85,11 @@ class Engine:
     def start(self) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
         s = self.settings
-        workers = {"submit": (s.max_concurrent_submits, self._submit),
-                   "poll": (s.max_concurrent_polls, self._poll),
-                   "deliver": (s.max_concurrent_downloads, self._deliver)}
+        workers = {
+            "submit": (s.max_concurrent_submits, self._submit),
+            "poll": (s.max_concurrent_polls, self._poll),
+            "deliver": (s.max_concurrent_downloads, self._deliver),
+        }
         for action, (count, step) in workers.items():
             self._tasks += [asyncio.create_task(self._work(action, step)) for _ in range(count)]
         self._tasks.append(asyncio.create_task(self._dispatch()))
@@ -139,8 +141,9 @@ class Engine:
         log.info("duplicate id; answered from the ledger", request_id=record.request_id, state=record.state.value)
         if final is not None and reply is not None:
             mid = message_id(record.request_id, final["status"])
-            await self.ledger.enqueue([OutboxMessage("", reply.reply_to, encode(final), mid, record.request_id,
-                                                     reply.correlation_id)])
+            await self.ledger.enqueue(
+                [OutboxMessage("", reply.reply_to, encode(final), mid, record.request_id, reply.correlation_id)]
+            )
             self._on_outbox()
 
     # --- plumbing ----------------------------------------------------------------------
@@ -172,7 +175,7 @@ class Engine:
                     await step(live)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a bug in one step must not kill the worker
+                except Exception:
                     log.exception("step crashed; retrying later", step=action)
                     self.timers.at(backoff(live.attempts, base=5), action, request_id)
                     live.attempts += 1
@@ -190,9 +193,18 @@ class Engine:
                 setattr(live.record, key, kwargs[key])
         return True
 
-    def _event(self, live: Live, status: str, data: dict[str, Any], error: dict[str, Any] | None = None) -> dict[str, Any]:
-        return build_event(live.id, status, model=live.request.model, data=data, metadata=live.request.metadata,
-                           job_id=live.record.job_id, error=error)
+    def _event(
+        self, live: Live, status: str, data: dict[str, Any], error: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return build_event(
+            live.id,
+            status,
+            model=live.request.model,
+            data=data,
+            metadata=live.request.metadata,
+            job_id=live.record.job_id,
+            error=error,
+        )
 
     def _announce(self, live: Live, event: dict[str, Any]) -> None:
         self._on_outbox()
@@ -203,8 +215,9 @@ class Engine:
 
     def _outbox(self, live: Live, event: dict[str, Any]) -> OutboxMessage:
         status = event["status"]
-        return OutboxMessage(self.settings.events_exchange, routing_key(status), encode(event),
-                             message_id(live.id, status), live.id)
+        return OutboxMessage(
+            self.settings.events_exchange, routing_key(status), encode(event), message_id(live.id, status), live.id
+        )
 
     async def _progress(self, live: Live, new: JobState, status: str, data: dict[str, Any], **kw: Any) -> bool:
         event = self._event(live, status, data)
@@ -213,14 +226,21 @@ class Engine:
         self._announce(live, event)
         return True
 
-    async def _final(self, live: Live, new: JobState, status: str, data: dict[str, Any],
-                     error: dict[str, Any] | None = None) -> None:
+    async def _final(
+        self, live: Live, new: JobState, status: str, data: dict[str, Any], error: dict[str, Any] | None = None
+    ) -> None:
         data = {**data, "timestamps": {**data.get("timestamps", {}), "delivered": iso()}}
         event = self._event(live, status, data, error)
         data["final"] = event
         body = encode(event)
-        ok = await self._move(live, new, data=data, outbox=[self._outbox(live, event)], reply_body=body,
-                              reply_message_id=message_id(live.id, status))
+        ok = await self._move(
+            live,
+            new,
+            data=data,
+            outbox=[self._outbox(live, event)],
+            reply_body=body,
+            reply_message_id=message_id(live.id, status),
+        )
         if ok:
             code = error["code"] if error else ""
             metrics.JOBS_FINISHED.labels(model=live.request.model, status=status, code=code).inc()
@@ -228,8 +248,9 @@ class Engine:
             self._announce(live, event)
             self._drop(live.id)
 
-    async def fail(self, live: Live, code: str, message: str, *, retryable: bool = False,
-                   state: JobState = JobState.FAILED) -> None:
+    async def fail(
+        self, live: Live, code: str, message: str, *, retryable: bool = False, state: JobState = JobState.FAILED
+    ) -> None:
         log.warning("job failed", code=code, reason=message)
         await self._final(live, state, "failed", dict(live.record.data), error_body(code, message, retryable=retryable))
 
@@ -275,9 +296,12 @@ class Engine:
     async def _submit_retry(self, live: Live, exc: RetryableError, attempts: int) -> None:
         metrics.SUBMITS.labels(model=live.request.model, outcome="retry").inc()
         if attempts >= self.settings.submit_max_attempts:
-            await self.fail(live, "provider_unavailable",
-                            f"OpenRouter did not take the submit after {attempts} attempts: {exc.message}",
-                            retryable=True)
+            await self.fail(
+                live,
+                "provider_unavailable",
+                f"OpenRouter did not take the submit after {attempts} attempts: {exc.message}",
+                retryable=True,
+            )
             return
         if await self._move(live, JobState.RECEIVED):
             delay = max(exc.retry_after or 0.0, backoff(attempts))
@@ -287,8 +311,10 @@ class Engine:
     async def _submit_unknown(self, live: Live, message: str) -> None:
         metrics.SUBMIT_UNKNOWN.inc()
         metrics.SUBMITS.labels(model=live.request.model, outcome="unknown").inc()
-        log.error("ALERT: submit outcome unknown; the provider may have charged it; not resubmitting",
-                  alert="submit_outcome_unknown")
+        log.error(
+            "ALERT: submit outcome unknown; the provider may have charged it; not resubmitting",
+            alert="submit_outcome_unknown",
+        )
         await self.fail(live, "submit_outcome_unknown", message, state=JobState.SUBMIT_UNKNOWN)
 
     async def _resume_submitting(self, live: Live) -> None:
@@ -305,7 +331,9 @@ class Engine:
             return
         elapsed = time.time() - float(live.record.data.get("submitted_at", time.time()))
         if elapsed > self.settings.job_timeout:
-            await self.fail(live, "timeout", f"the job did not finish within job_timeout={self.settings.job_timeout:g}s")
+            await self.fail(
+                live, "timeout", f"the job did not finish within job_timeout={self.settings.job_timeout:g}s"
+            )
             return
         try:
             job = await self.client.poll(live.record.job_id)
@@ -338,8 +366,11 @@ class Engine:
         if job.usage is not None and job.usage.cost is not None:
             metrics.COST.labels(model=live.request.model).inc(job.usage.cost)
         data = dict(live.record.data)
-        data.update(generation_id=job.generation_id, output_count=max(1, len(job.unsigned_urls)),
-                    usage=job.usage.model_dump() if job.usage is not None else None)
+        data.update(
+            generation_id=job.generation_id,
+            output_count=max(1, len(job.unsigned_urls)),
+            usage=job.usage.model_dump() if job.usage is not None else None,
+        )
         data["timestamps"] = {**data.get("timestamps", {}), "completed": iso()}
         if await self._move(live, JobState.COMPLETED, data=data):
             live.attempts = 0
@@ -354,8 +385,9 @@ class Engine:
             files = [await self._download(live, i) for i in range(int(live.record.data.get("output_count", 1)))]
         except (RetryableError, DownloadError) as exc:
             retryable = getattr(exc, "retryable", True)
-            await self._retry_or_fail(live, "download_failed", f"download failed: {exc}", retryable,
-                                      self.settings.download_max_attempts)
+            await self._retry_or_fail(
+                live, "download_failed", f"download failed: {exc}", retryable, self.settings.download_max_attempts
+            )
             return
         except PermanentError as exc:
             await self.fail(live, "download_failed", f"download refused ({exc.status}): {exc.message}")
@@ -394,8 +426,16 @@ class Engine:
             if not stored:
                 raise RuntimeError("no storage plugin kept the output")
             locations = {s.backend: s.location for s in stored}
-            outputs.append({"index": f.index, "location": stored[0].location, "locations": locations,
-                            "content_type": f.content_type, "bytes": f.bytes, "sha256": f.sha256})
+            outputs.append(
+                {
+                    "index": f.index,
+                    "location": stored[0].location,
+                    "locations": locations,
+                    "content_type": f.content_type,
+                    "bytes": f.bytes,
+                    "sha256": f.sha256,
+                }
+            )
         return outputs
 
     async def _retry_or_fail(self, live: Live, code: str, message: str, retryable: bool, limit: int) -> None:
@@ -408,4 +448,3 @@ class Engine:
 
     async def _complete(self, live: Live) -> None:
         await self._final(live, JobState.DONE, "completed", dict(live.record.data))
-

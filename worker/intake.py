@@ -41,8 +41,15 @@ _MAX_PAUSE = 30.0
 class Intake:
     """The request consumer's callback."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, hooks: Hooks, catalogue: CatalogueCache,
-                 broker: Broker, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        hooks: Hooks,
+        catalogue: CatalogueCache,
+        broker: Broker,
+        engine: Engine,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.hooks = hooks
@@ -57,7 +64,7 @@ class Intake:
         except InvalidRequest as exc:
             await self._refuse(message, exc)
             return
-        except Exception:  # noqa: BLE001 - a plugin bug: let the delivery limit decide
+        except Exception:
             log.exception("request check crashed; the delivery goes back to the queue")
             await self._later(message, "validation crashed")
             return
@@ -67,18 +74,29 @@ class Intake:
 
     async def _parse(self, message: AbstractIncomingMessage) -> VideoRequest:
         s = self.settings
-        request = parse_request(message.body, message_id=message.message_id, content_type=message.content_type,
-                                max_message_bytes=s.max_message_bytes, max_prompt_chars=s.max_prompt_chars,
-                                max_metadata_bytes=s.max_metadata_bytes)
+        request = parse_request(
+            message.body,
+            message_id=message.message_id,
+            content_type=message.content_type,
+            max_message_bytes=s.max_message_bytes,
+            max_prompt_chars=s.max_prompt_chars,
+            max_metadata_bytes=s.max_metadata_bytes,
+        )
         self.hooks.validate_request(request, await self.catalogue.get())
         return request
 
     async def _claim(self, message: AbstractIncomingMessage, request: VideoRequest) -> None:
         assert request.id is not None
         reply = ReplyTarget(message.reply_to, message.correlation_id) if message.reply_to else None
-        record = JobRecord(request.id, JobState.RECEIVED, request.model, request.wire(),
-                           data={"timestamps": {"received": iso()}}, owner=self.settings.instance_id,
-                           lease_until=time.time() + self.settings.lease_seconds)
+        record = JobRecord(
+            request.id,
+            JobState.RECEIVED,
+            request.model,
+            request.wire(),
+            data={"timestamps": {"received": iso()}},
+            owner=self.settings.instance_id,
+            lease_until=time.time() + self.settings.lease_seconds,
+        )
         try:
             result = await self.ledger.claim(record, reply)
         except Exception as exc:  # noqa: BLE001 - ledger down: keep the message, try later
@@ -101,8 +119,14 @@ class Intake:
         request_id = known.get("id") or message.message_id or f"unparsed-{message.delivery_tag}"
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.warning("request refused; dead-lettering it", code=exc.code, reason=exc.message, field=exc.field)
-        event = build_event(request_id, "failed", model=known.get("model"), data={"timestamps": {"received": iso()}},
-                            metadata=known.get("metadata"), error=error_body(exc.code, exc.message))
+        event = build_event(
+            request_id,
+            "failed",
+            model=known.get("model"),
+            data={"timestamps": {"received": iso()}},
+            metadata=known.get("metadata"),
+            error=error_body(exc.code, exc.message),
+        )
         body, mid = encode(event), message_id(request_id, "failed")
         try:
             await self._dead_letter(message, exc)
@@ -127,9 +151,14 @@ class Intake:
             headers["x-videoworker-error-field"] = exc.field
         if message.reply_to:
             headers["x-original-reply-to"] = message.reply_to
-        await self.broker.publish("", self.settings.dead_letter_queue, message.body,
-                                  message_id=message.message_id or f"dead-{time.time_ns()}",
-                                  correlation_id=message.correlation_id, headers=headers)
+        await self.broker.publish(
+            "",
+            self.settings.dead_letter_queue,
+            message.body,
+            message_id=message.message_id or f"dead-{time.time_ns()}",
+            correlation_id=message.correlation_id,
+            headers=headers,
+        )
 
     async def _publish_quietly(self, exchange: str, key: str, body: bytes, mid: str, corr: str | None = None) -> None:
         try:
@@ -147,7 +176,7 @@ class Intake:
 
     async def _later(self, message: AbstractIncomingMessage, why: str) -> None:
         count = _delivery_count(message)
-        pause = min(_MAX_PAUSE, 0.5 * 2 ** count)
+        pause = min(_MAX_PAUSE, 0.5 * 2**count)
         log.warning("delivery returned to the queue", reason=why, delivery_count=count, pause=pause)
         await asyncio.sleep(pause)
         try:

@@ -13,10 +13,10 @@ that tries to submit a stored job fails loudly instead of paying twice.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Where one request id stands. The value is what the ledger stores."""
 
     RECEIVED = "received"  # claimed and acked; nothing sent to the provider yet
@@ -38,9 +38,7 @@ TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SUBMIT_UNKNOWN})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.RECEIVED: frozenset({JobState.SUBMITTING, JobState.FAILED}),
-    JobState.SUBMITTING: frozenset(
-        {JobState.SUBMITTED, JobState.RECEIVED, JobState.FAILED, JobState.SUBMIT_UNKNOWN}
-    ),
+    JobState.SUBMITTING: frozenset({JobState.SUBMITTED, JobState.RECEIVED, JobState.FAILED, JobState.SUBMIT_UNKNOWN}),
     JobState.SUBMITTED: frozenset({JobState.IN_PROGRESS, JobState.COMPLETED, JobState.FAILED}),
     JobState.IN_PROGRESS: frozenset({JobState.COMPLETED, JobState.FAILED}),
     JobState.COMPLETED: frozenset({JobState.STORED, JobState.FAILED}),

@@ -105,7 +105,9 @@ def parse_request(
     if request.metadata is not None:
         size = len(json.dumps(request.metadata, separators=(",", ":")).encode())
         if size > max_metadata_bytes:
-            raise InvalidRequest(f"metadata is {size} bytes of JSON, over the limit of {max_metadata_bytes}", field="metadata")
+            raise InvalidRequest(
+                f"metadata is {size} bytes of JSON, over the limit of {max_metadata_bytes}", field="metadata"
+            )
     return request
 
 
@@ -169,7 +171,9 @@ def _check_prompt(request: VideoRequest, max_prompt_chars: int) -> None:
         if not (request.frame_images or request.input_references):
             raise InvalidRequest("field 'prompt' is required and must not be empty without image input", field="prompt")
         if request.prompt is not None:
-            raise InvalidRequest("field 'prompt' must not be empty; leave it out to generate from images", field="prompt")
+            raise InvalidRequest(
+                "field 'prompt' must not be empty; leave it out to generate from images", field="prompt"
+            )
     elif len(request.prompt) > max_prompt_chars:
         raise InvalidRequest(
             f"field 'prompt' has {len(request.prompt)} characters, over the limit of {max_prompt_chars}", field="prompt"

@@ -13,11 +13,15 @@ SUBMITS = Counter("videoworker_provider_submits_total", "POST /videos attempts",
 SUBMIT_UNKNOWN = Counter(
     "videoworker_submit_unknown_total", "Submits whose outcome is unknown (maybe charged, not resubmitted)"
 )
-JOBS_FINISHED = Counter("videoworker_jobs_finished_total", "Jobs that reached a final event", ["model", "status", "code"])
+JOBS_FINISHED = Counter(
+    "videoworker_jobs_finished_total", "Jobs that reached a final event", ["model", "status", "code"]
+)
 JOBS_INFLIGHT = Gauge("videoworker_jobs_inflight", "Jobs this instance holds")
 POLLS = Counter("videoworker_polls_total", "GET /videos/{id} answers", ["outcome"])
 JOB_DURATION = Histogram(
-    "videoworker_job_duration_seconds", "Submit to provider completion", ["model"],
+    "videoworker_job_duration_seconds",
+    "Submit to provider completion",
+    ["model"],
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
 )
 DOWNLOAD_BYTES = Counter("videoworker_download_bytes_total", "Video bytes downloaded")

@@ -9,6 +9,7 @@ republishes the message: events are at least once, and each carries a stable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import structlog
@@ -53,10 +54,8 @@ class OutboxRelay:
                     await asyncio.sleep(delay)
                     continue
             if sent < _BATCH:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), _IDLE)
-                except TimeoutError:
-                    pass
 
     async def flush(self) -> int:
         """Publish one batch; return how many were confirmed."""
@@ -76,11 +75,20 @@ class OutboxRelay:
 
     async def _publish(self, message: OutboxMessage) -> None:
         try:
-            await self.broker.publish(message.exchange, message.routing_key, message.body,
-                                      message_id=message.message_id, correlation_id=message.correlation_id)
+            await self.broker.publish(
+                message.exchange,
+                message.routing_key,
+                message.body,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+            )
         except Unroutable:
             # nobody subscribed to this status, or a reply_to queue is gone: it will not appear, so do
             # not retry forever; a missing reply queue is worth a warning, an unheard event is not
             level = log.warning if message.exchange == "" else log.debug
-            level("event unroutable; not retried", request_id=message.request_id,
-                  exchange=message.exchange or "(default)", routing_key=message.routing_key)
+            level(
+                "event unroutable; not retried",
+                request_id=message.request_id,
+                exchange=message.exchange or "(default)",
+                routing_key=message.routing_key,
+            )

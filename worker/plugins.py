@@ -115,8 +115,12 @@ class Hooks:
         except Exception as exc:  # noqa: BLE001 - an observer never fails a job
             self.plugin_errors += 1
             metrics.PLUGIN_ERRORS.labels(plugin=impl.plugin_name, hook="videoworker_job_event").inc()
-            log.error("plugin failed on a job event; the job goes on", plugin=impl.plugin_name,
-                      status=event.status, error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "plugin failed on a job event; the job goes on",
+                plugin=impl.plugin_name,
+                status=event.status,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     async def startup(self) -> None:
         for result in self.pm.hook.videoworker_startup(settings=self.settings):

@@ -37,9 +37,14 @@ async def submit(
             reply_to = await _listen(channel, settings, set(ids), finals, done, on_event)
         for request, request_id in zip(requests, ids, strict=True):
             body = json.dumps({**request, "id": request_id}).encode()
-            message = aio_pika.Message(body, content_type="application/json", message_id=request_id,
-                                       delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                       reply_to=reply_to, correlation_id=request_id)
+            message = aio_pika.Message(
+                body,
+                content_type="application/json",
+                message_id=request_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                reply_to=reply_to,
+                correlation_id=request_id,
+            )
             await channel.default_exchange.publish(message, routing_key=settings.request_queue, mandatory=True)
         if wait is None:
             return [{"id": i, "status": "queued"} for i in ids]
@@ -65,7 +70,7 @@ async def _listen(
         event = json.loads(message.body)
         if event.get("id") not in ids:
             return
-        if message.correlation_id and not message.routing_key.startswith("video."):
+        if message.correlation_id and not (message.routing_key or "").startswith("video."):
             finals[event["id"]] = event  # the answer to our reply_to
         elif event["id"] not in finals:
             on_event(event)

@@ -53,3 +53,18 @@ def ensure_rabbitmq(url: str, *, wait: float = 90.0) -> str:
             return f"started RabbitMQ ({server} -detached); up at {host}:{port}"
         time.sleep(0.5)
     raise BrokerMissing(f"started {server} -detached but nothing listens on {host}:{port} after {wait:.0f}s")
+
+
+if __name__ == "__main__":  # `python -m worker.rabbit [URL]`: used by `make test` and `make demo`
+    import sys
+
+    target = (
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else os.environ.get("VIDEOWORKER_AMQP_URL", "amqp://guest:guest@localhost:5672/")
+    )
+    try:
+        print(ensure_rabbitmq(target))
+    except BrokerMissing as exc:
+        print(f"videoworker: {exc}", file=sys.stderr)
+        sys.exit(3)

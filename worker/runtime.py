@@ -47,12 +47,15 @@ class Daemon:
         self.hooks = Hooks(self.pm, settings)
         self.ledger = open_ledger(settings.effective_ledger_url)
         self.client = OpenRouterClient(
-            settings.openrouter_base_url, settings.openrouter_api_key.get_secret_value(),
-            connect_timeout=settings.http_connect_timeout, read_timeout=settings.http_read_timeout,
+            settings.openrouter_base_url,
+            settings.openrouter_api_key.get_secret_value(),
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
         )
         self.outbox: OutboxRelay | None = None
-        self.engine = Engine(settings, self.ledger, self.client, self.hooks,
-                             on_outbox=self._wake_outbox, on_load=self._on_load)
+        self.engine = Engine(
+            settings, self.ledger, self.client, self.hooks, on_outbox=self._wake_outbox, on_load=self._on_load
+        )
         self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
         self.broker = Broker(settings, self._handle)
         self.intake = Intake(settings, self.ledger, self.hooks, self.catalogue, self.broker, self.engine)
@@ -65,9 +68,14 @@ class Daemon:
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT when installed)."""
         s = self.settings
-        log.info("starting", instance=s.instance_id, ledger=redact_url(s.effective_ledger_url),
-                 openrouter=s.openrouter_base_url, queue=s.request_queue,
-                 plugins=[p["name"] for p in describe_plugins(self.pm)])
+        log.info(
+            "starting",
+            instance=s.instance_id,
+            ledger=redact_url(s.effective_ledger_url),
+            openrouter=s.openrouter_base_url,
+            queue=s.request_queue,
+            plugins=[p["name"] for p in describe_plugins(self.pm)],
+        )
         await self.hooks.startup()
         await self.ledger.open()
         try:

@@ -9,6 +9,7 @@ jitter so jobs submitted together do not poll together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import random
@@ -44,10 +45,8 @@ class Timers:
             else:
                 wait = None
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
-            except TimeoutError:
-                pass
 
 
 class PollPlanner:

@@ -36,8 +36,9 @@ async def test_kill_at_each_step_boundary(point: str, process: Any, observer: Ob
     """SIGKILL at ``point``; the restarted daemon ends the job correctly with at most one submit."""
     first = process(env={"VIDEOWORKER_CRASHPOINT": point})
     first.start()
-    await observer.publish({"id": f"crash-{point}", "model": "google/veo-3.1", "prompt": f"crash at {point}"},
-                           correlation_id=point)
+    await observer.publish(
+        {"id": f"crash-{point}", "model": "google/veo-3.1", "prompt": f"crash at {point}"}, correlation_id=point
+    )
     assert _wait_exit(first) == -signal.SIGKILL
     second = process()
     second.start()
@@ -55,7 +56,9 @@ async def test_kill_at_each_step_boundary(point: str, process: Any, observer: Ob
     assert not list((second.settings.data_dir / "tmp").glob("*.part"))
 
 
-async def test_sigkill_mid_poll_resumes_without_resubmit(process: Any, observer: Observer, sim: SimulatorThread) -> None:
+async def test_sigkill_mid_poll_resumes_without_resubmit(
+    process: Any, observer: Observer, sim: SimulatorThread
+) -> None:
     """Killed while jobs are being polled; after a restart they complete, one submit each."""
     sim.configure(job_seconds=(2.0, 3.0))
     first = process()

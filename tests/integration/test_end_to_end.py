@@ -13,8 +13,15 @@ from worker.simulator import SimulatorThread
 
 
 def _request(i: int = 0, **extra: Any) -> dict[str, Any]:
-    return {"id": f"req-{i}", "model": "google/veo-3.1", "prompt": f"prompt number {i}", "duration": 4,
-            "resolution": "720p", "metadata": {"n": i}, **extra}
+    return {
+        "id": f"req-{i}",
+        "model": "google/veo-3.1",
+        "prompt": f"prompt number {i}",
+        "duration": 4,
+        "resolution": "720p",
+        "metadata": {"n": i},
+        **extra,
+    }
 
 
 def _submits_for(sim: SimulatorThread, prompt: str) -> int:
@@ -66,8 +73,10 @@ async def test_duplicate_id_gives_one_submit(daemon: Any, observer: Observer, si
     await observer.publish(_request(5), correlation_id="b")
     await observer.wait(lambda: len(observer.reply_for("req-5")) >= 1, what="first reply")
     await observer.publish(_request(5), correlation_id="c")
-    await observer.wait(lambda: {m.correlation_id for _, m in observer.replies} >= {"a", "b", "c"},
-                        what="a reply for every correlation id")
+    await observer.wait(
+        lambda: {m.correlation_id for _, m in observer.replies} >= {"a", "b", "c"},
+        what="a reply for every correlation id",
+    )
     assert {b["status"] for b in observer.reply_for("req-5")} == {"completed"}
     assert len({b["job_id"] for b in observer.reply_for("req-5")}) == 1
     assert sim.stats()["submits"] == 1

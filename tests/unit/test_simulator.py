@@ -68,9 +68,7 @@ def submit(api: httpx.Client, **body: Any) -> dict[str, Any]:
     return job
 
 
-def wait_status(
-    api: httpx.Client, job_id: str, status: str, timeout: float = 5.0
-) -> dict[str, Any]:
+def wait_status(api: httpx.Client, job_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         view: dict[str, Any] = api.get(f"/videos/{job_id}").json()
         return view if view["status"] == status else None
@@ -99,12 +97,8 @@ def completed_job(api: httpx.Client, **body: Any) -> dict[str, Any]:
 class TestAuth:
     """The video endpoints need the key; the model lists do not."""
 
-    @pytest.mark.parametrize(
-        "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}]
-    )
-    def test_videos_endpoints_refuse_missing_or_wrong_key(
-        self, sim: SimulatorThread, headers: dict[str, str]
-    ) -> None:
+    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
+    def test_videos_endpoints_refuse_missing_or_wrong_key(self, sim: SimulatorThread, headers: dict[str, str]) -> None:
         """Submit, poll and content answer 401 with an OpenRouter error body."""
         with httpx.Client(base_url=sim.base_url, headers=headers) as client:
             answers = [
@@ -154,9 +148,7 @@ class TestLifecycle:
         job = submit(api)
         wait_status(api, job["id"], "in_progress", timeout=2.5)
 
-    def test_every_job_and_output_has_its_own_bytes(
-        self, sim: SimulatorThread, api: httpx.Client
-    ) -> None:
+    def test_every_job_and_output_has_its_own_bytes(self, sim: SimulatorThread, api: httpx.Client) -> None:
         """Two jobs with two outputs each give four different videos, hashed in stats."""
         sim.configure(outputs=2)
         jobs = [completed_job(api), completed_job(api)]
@@ -219,9 +211,7 @@ class TestValidation:
             {"model": "sim/fast"},
         ],
     )
-    def test_bad_submits_are_400_and_create_nothing(
-        self, sim: SimulatorThread, api: httpx.Client, body: Any
-    ) -> None:
+    def test_bad_submits_are_400_and_create_nothing(self, sim: SimulatorThread, api: httpx.Client, body: Any) -> None:
         """Each bad body answers 400 with an error message and no job."""
         answer = api.post("/videos", json=body)
         assert answer.status_code == 400
@@ -233,9 +223,7 @@ class TestValidation:
         answer = api.post("/videos", content=b"{nope", headers={"Content-Type": "application/json"})
         assert answer.status_code == 400
 
-    def test_image_only_generation_is_accepted(
-        self, sim: SimulatorThread, api: httpx.Client
-    ) -> None:
+    def test_image_only_generation_is_accepted(self, sim: SimulatorThread, api: httpx.Client) -> None:
         """A first frame image replaces the prompt."""
         frame = {
             "type": "image_url",
@@ -288,9 +276,7 @@ class TestModels:
 
     def test_general_models_filter(self, sim: SimulatorThread) -> None:
         """?output_modalities=video keeps video models; no filter adds the text model."""
-        videos = httpx.get(f"{sim.base_url}/models", params={"output_modalities": "video"}).json()[
-            "data"
-        ]
+        videos = httpx.get(f"{sim.base_url}/models", params={"output_modalities": "video"}).json()["data"]
         everything = httpx.get(f"{sim.base_url}/models").json()["data"]
         assert videos and all(m["architecture"]["output_modalities"] == ["video"] for m in videos)
         assert "openai/gpt-4o" not in {m["id"] for m in videos}
@@ -307,9 +293,7 @@ class TestModels:
 class TestFaults:
     """Injected errors, lost answers, cut downloads and stuck jobs."""
 
-    @pytest.mark.parametrize(
-        ("status", "retry_after", "header"), [(429, 1.0, "1"), (503, 0.5, "0.5")]
-    )
+    @pytest.mark.parametrize(("status", "retry_after", "header"), [(429, 1.0, "1"), (503, 0.5, "0.5")])
     def test_retryable_submit_errors_carry_retry_after_and_create_nothing(
         self, sim: SimulatorThread, api: httpx.Client, status: int, retry_after: float, header: str
     ) -> None:
@@ -323,9 +307,7 @@ class TestFaults:
         assert (stats["submits"], stats["errors_injected"], stats["jobs"]) == (0, 1, {})
 
     @pytest.mark.parametrize("status", [500, 502, 504])
-    def test_ambiguous_5xx_submit_creates_the_job(
-        self, sim: SimulatorThread, api: httpx.Client, status: int
-    ) -> None:
+    def test_ambiguous_5xx_submit_creates_the_job(self, sim: SimulatorThread, api: httpx.Client, status: int) -> None:
         """500/502/504 on submit answer after the job was created: it counts and completes."""
         sim.configure(error_rate=1.0, error_statuses=[status])
         answer = api.post("/videos", json={"model": "sim/fast", "prompt": "x"})
@@ -345,9 +327,7 @@ class TestFaults:
         assert (poll.status_code, download.status_code) == (503, 503)
         assert poll.headers["retry-after"] == download.headers["retry-after"] == "2"
 
-    def test_submit_reset_creates_job_without_answer(
-        self, sim: SimulatorThread, api: httpx.Client
-    ) -> None:
+    def test_submit_reset_creates_job_without_answer(self, sim: SimulatorThread, api: httpx.Client) -> None:
         """A reset submit loses the answer, but the job exists and counts as a submit."""
         sim.configure(submit_reset_rate=1.0)
         with pytest.raises(httpx.RemoteProtocolError):
@@ -484,9 +464,7 @@ class TestRunning:
             connector = aiohttp.TCPConnector(limit=200)
             async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
                 body = {"model": "sim/fast", "prompt": "x"}
-                ids = await asyncio.gather(
-                    *(call(session, "POST", "/videos", json=body) for _ in range(100))
-                )
+                ids = await asyncio.gather(*(call(session, "POST", "/videos", json=body) for _ in range(100)))
                 polls = (call(session, "GET", f"/videos/{ids[i % 100]}") for i in range(1000))
                 return list(await asyncio.gather(*polls))
 
@@ -502,9 +480,7 @@ class TestMp4:
     def test_videos_are_deterministic_distinct_and_fast(self) -> None:
         """Same job and index → same bytes; anything else → different; each well under 50 ms."""
         started = time.perf_counter()
-        videos = [
-            mp4.make_video(f"gen-vid-1-{n:020d}", index) for n in range(10) for index in range(2)
-        ]
+        videos = [mp4.make_video(f"gen-vid-1-{n:020d}", index) for n in range(10) for index in range(2)]
         per_video = (time.perf_counter() - started) / len(videos)
         assert per_video < 0.05
         assert len(set(videos)) == len(videos)

@@ -15,7 +15,7 @@ def open_ledger(url: str) -> Ledger:
     if scheme == "sqlite":
         from worker.ledger.sqlite import SQLiteLedger
 
-        path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
+        path = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
         if not path:
             raise ConfigError("ledger_url: use sqlite:///relative/path or sqlite:////absolute/path")
         return SQLiteLedger(Path(path))

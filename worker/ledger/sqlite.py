@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, lease_until) WHERE state NOT IN ('done', 'failed', 'submit_unknown');
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, lease_until)
+    WHERE state NOT IN ('done', 'failed', 'submit_unknown');
 CREATE TABLE IF NOT EXISTS reply_targets (
     request_id TEXT NOT NULL,
     reply_to TEXT NOT NULL,
@@ -168,8 +169,17 @@ class SQLiteLedger(Ledger):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO jobs (request_id, state, model, request, data, owner, lease_until,"
                 " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (record.request_id, record.state.value, record.model, json.dumps(record.request),
-                 json.dumps(record.data), record.owner, record.lease_until, t, t),
+                (
+                    record.request_id,
+                    record.state.value,
+                    record.model,
+                    json.dumps(record.request),
+                    json.dumps(record.data),
+                    record.owner,
+                    record.lease_until,
+                    t,
+                    t,
+                ),
             )
             if reply is not None:
                 conn.execute(
@@ -232,9 +242,11 @@ class SQLiteLedger(Ledger):
 
     async def renew_leases(self, owner: str, until: float) -> int:
         return await self._run(
-            lambda conn: conn.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state NOT IN {_TERMINAL}", (until, owner)
-            ).rowcount
+            lambda conn: (
+                conn.execute(
+                    f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state NOT IN {_TERMINAL}", (until, owner)
+                ).rowcount
+            )
         )
 
     async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
@@ -265,9 +277,11 @@ class SQLiteLedger(Ledger):
 
     async def release(self, owner: str) -> int:
         return await self._run(
-            lambda conn: conn.execute(
-                f"UPDATE jobs SET lease_until = 0 WHERE owner = ? AND state NOT IN {_TERMINAL}", (owner,)
-            ).rowcount
+            lambda conn: (
+                conn.execute(
+                    f"UPDATE jobs SET lease_until = 0 WHERE owner = ? AND state NOT IN {_TERMINAL}", (owner,)
+                ).rowcount
+            )
         )
 
     async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
@@ -287,7 +301,9 @@ class SQLiteLedger(Ledger):
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         t = now()
-        await self._run(lambda conn: conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, i) for i in ids]))
+        await self._run(
+            lambda conn: conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, i) for i in ids])
+        )
 
     async def counts(self) -> dict[str, int]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
@@ -316,7 +332,9 @@ def _get(conn: sqlite3.Connection, request_id: str) -> JobRecord | None:
     ).fetchone()
     if row is None:
         return None
-    return JobRecord(row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8])
+    return JobRecord(
+        row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8]
+    )
 
 
 def _replies(conn: sqlite3.Connection, request_id: str, body: bytes, message_id: str) -> list[OutboxMessage]:

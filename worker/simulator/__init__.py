@@ -10,7 +10,7 @@ Tests, the demo and benchmarks talk to it instead of openrouter.ai::
         assert sim.stats()["submits"] == 1
 
 Inside a running event loop use ``runner = await serve("127.0.0.1", 0, config)`` and
-``bound_port(runner)``; from a shell, ``python -m worker.simulator.server --port 8765``.
+``bound_port(runner)``; from a shell, ``videoworker simulate --port 8090``.
 Knobs change at run time through ``POST /_sim/config``; see :class:`SimConfig`.
 """
 

@@ -186,9 +186,7 @@ def general_entry(video_model: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def general_models(
-    video_models: list[dict[str, Any]], output_modalities: str | None
-) -> list[dict[str, Any]]:
+def general_models(video_models: list[dict[str, Any]], output_modalities: str | None) -> list[dict[str, Any]]:
     """Entries of ``GET /models``, filtered like OpenRouter's ``output_modalities`` parameter.
 
     ``None`` or ``"all"`` lists everything; otherwise a comma-separated list keeps the

@@ -4,8 +4,8 @@ This module owns the simulator's behaviour: the knobs (:class:`SimConfig`), the 
 store and counters (:class:`SimState`), the aiohttp application (:func:`create_app`)
 serving ``/api/v1/videos*``, ``/api/v1/videos/models`` and ``/api/v1/models`` plus the
 unauthenticated admin endpoints under ``/_sim/``, and the ways to run it
-(:func:`serve` inside a running loop, :class:`SimulatorThread` from synchronous code,
-``python -m worker.simulator.server`` as a process).
+(:func:`serve` inside a running loop, :class:`SimulatorThread` from synchronous code;
+``videoworker simulate`` in ``worker/cli.py`` runs it as a process).
 
 Jobs progress by wall clock and are never scanned: every request touches one job, found
 by id, so thousands of concurrent polls stay cheap. Faults are drawn from one seeded RNG
@@ -14,7 +14,6 @@ so a test that sets ``seed`` sees the same sequence of faults on every run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import enum
@@ -120,9 +119,7 @@ def _text(name: str, value: Any) -> str:
 
 
 def _model_list(name: str, value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("id"), str) for m in value
-    ):
+    if not isinstance(value, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in value):
         raise ValueError(f"{name} must be a list of video model objects with an 'id'")
     return value
 
@@ -399,9 +396,7 @@ def _check_capabilities(model: dict[str, Any], body: dict[str, Any]) -> str | No
     for option, listing in _CAPABILITY_FIELDS.items():
         allowed = model.get(listing)
         if option in body and allowed is not None and body[option] not in allowed:
-            return (
-                f"{option}={body[option]!r} is not supported by {model['id']} (allowed: {allowed})"
-            )
+            return f"{option}={body[option]!r} is not supported by {model['id']} (allowed: {allowed})"
     frames = model.get("supported_frame_images")
     for frame in body.get("frame_images") or []:
         kind = frame.get("frame_type") if isinstance(frame, dict) else None
@@ -458,9 +453,7 @@ def _job_view(job: Job, base: str, now: float) -> dict[str, Any]:
         "generation_id": job.generation_id,
     }
     if status == "completed":
-        view["unsigned_urls"] = [
-            f"{base}/videos/{job.id}/content?index={i}" for i in range(job.outputs)
-        ]
+        view["unsigned_urls"] = [f"{base}/videos/{job.id}/content?index={i}" for i in range(job.outputs)]
         view["usage"] = {"cost": job.cost, "is_byok": False}
     elif status == "failed":
         view["error"] = job.error
@@ -494,9 +487,7 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except web.HTTPException as exc:
             response = _error(exc.status, exc.reason)
     status = 0 if request.get(_ABORTED) else response.status
-    state.requests.append(
-        {"t": time.time(), "method": request.method, "path": request.path, "status": status}
-    )
+    state.requests.append({"t": time.time(), "method": request.method, "path": request.path, "status": status})
     return response
 
 
@@ -640,9 +631,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     return app
 
 
-async def serve(
-    host: str = "127.0.0.1", port: int = 0, config: SimConfig | None = None
-) -> web.AppRunner:
+async def serve(host: str = "127.0.0.1", port: int = 0, config: SimConfig | None = None) -> web.AppRunner:
     """Start the simulator on the running loop; ``await runner.cleanup()`` stops it.
 
     With ``port=0`` the OS picks a free port: read it with :func:`bound_port`.
@@ -670,9 +659,7 @@ class SimulatorThread:
     free port of 127.0.0.1; ``sim.base_url`` is the OpenRouter base URL to give a client.
     """
 
-    def __init__(
-        self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
+    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config or SimConfig()
         self.host = host
         self.port = port
@@ -707,9 +694,7 @@ class SimulatorThread:
         if not self._ready.wait(timeout=30.0):
             raise RuntimeError("simulator did not start within 30 s")
         if not self._serving:
-            raise RuntimeError(
-                f"simulator failed to start on {self.host}:{self.port}"
-            ) from self._failure
+            raise RuntimeError(f"simulator failed to start on {self.host}:{self.port}") from self._failure
         return self
 
     def stop(self) -> None:
@@ -774,28 +759,3 @@ class SimulatorThread:
             await self._stop.wait()
         finally:
             await runner.cleanup()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m worker.simulator.server``: serve until interrupted (knobs: ``/_sim/config``)."""
-    parser = argparse.ArgumentParser(description="Local simulator of OpenRouter's video API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--api-key", default="sim-key")
-    parser.add_argument(
-        "--job-seconds", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH")
-    )
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    config = SimConfig(api_key=args.api_key, job_seconds=tuple(args.job_seconds), seed=args.seed)
-    web.run_app(
-        create_app(config),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        print=lambda _: print(f"simulator: http://{args.host}:{args.port}{API_PREFIX}", flush=True),
-    )
-
-
-if __name__ == "__main__":
-    main()

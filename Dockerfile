@@ -1,0 +1,23 @@
+# videoworker container: `docker run --init -e OPENROUTER_API_KEY=… -e VIDEOWORKER_AMQP_URL=… -v vw:/data videoworker`
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIDEOWORKER_DATA_DIR=/data \
+    VIDEOWORKER_LOG_FORMAT=json
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+COPY plugins ./plugins
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /data videoworker \
+    && mkdir -p /data && chown videoworker /data
+
+USER videoworker
+VOLUME ["/data"]
+# exec form: SIGTERM reaches the daemon, which stops intake and leaves unfinished work to resume.
+# `docker stop` waits 10 s by default, the same as shutdown_grace; give it more with `-t 30`.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["videoworker"]
+CMD ["run"]

@@ -1,0 +1,35 @@
+# Two commands for a newcomer: `make demo` runs the whole path here, `make test` runs every check.
+# Both create .venv from pyproject.toml on first use and start RabbitMQ if it is installed but down.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m worker.rabbit
+	$(VENV)/bin/videoworker demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m worker.rabbit
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
+
+bench: $(VENV)/.installed
+	$(PY) -m worker.rabbit
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) data demo-data .pytest_cache .mypy_cache .ruff_cache
