@@ -106,8 +106,8 @@ class _Record(Protocol):
     def __getitem__(self, key: int | str) -> Any: ...
 
 
-class _Connection(Protocol):
-    """The part of ``asyncpg.Connection`` this module uses (asyncpg ships no type hints)."""
+class _Queries(Protocol):
+    """What ``asyncpg.Connection`` and ``asyncpg.Pool`` share (asyncpg ships no type hints)."""
 
     async def execute(self, query: str, *args: Any) -> str: ...
 
@@ -117,10 +117,14 @@ class _Connection(Protocol):
 
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
+
+class _Connection(_Queries, Protocol):
+    """The part of ``asyncpg.Connection`` this module uses."""
+
     def transaction(self) -> AbstractAsyncContextManager[Any]: ...
 
 
-class _Pool(_Connection, Protocol):
+class _Pool(_Queries, Protocol):
     """The part of ``asyncpg.Pool`` this module uses."""
 
     def acquire(self) -> AbstractAsyncContextManager[_Connection]: ...
@@ -362,7 +366,7 @@ def _record(row: _Record) -> JobRecord:
                      row[7], row[8])
 
 
-async def _insert_outbox(conn: _Connection, messages: Sequence[OutboxMessage]) -> None:
+async def _insert_outbox(conn: _Queries, messages: Sequence[OutboxMessage]) -> None:
     """Insert ``messages`` in order (ascending ids) with one statement."""
     if not messages:
         return

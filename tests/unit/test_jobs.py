@@ -1,0 +1,112 @@
+"""Unit tests for worker.jobs: the job state machine is exactly the one DESIGN.md draws."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from worker.jobs import EVENT_STATUS, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition
+
+S = JobState
+
+#: The legal moves, written out independently of worker.jobs so a change there shows up here.
+LEGAL = {
+    (S.RECEIVED, S.SUBMITTING),
+    (S.RECEIVED, S.FAILED),
+    (S.SUBMITTING, S.SUBMITTED),
+    (S.SUBMITTING, S.RECEIVED),  # the provider certainly did not take it: retry later
+    (S.SUBMITTING, S.FAILED),
+    (S.SUBMITTING, S.SUBMIT_UNKNOWN),
+    (S.SUBMITTED, S.IN_PROGRESS),
+    (S.SUBMITTED, S.COMPLETED),
+    (S.SUBMITTED, S.FAILED),
+    (S.IN_PROGRESS, S.COMPLETED),
+    (S.IN_PROGRESS, S.FAILED),
+    (S.COMPLETED, S.STORED),
+    (S.COMPLETED, S.FAILED),
+    (S.STORED, S.DONE),
+    (S.SUBMIT_UNKNOWN, S.RECEIVED),  # the resubmit_unknown policy
+}
+ALL_PAIRS = list(itertools.product(JobState, repeat=2))
+
+
+def test_states_are_the_ledger_values() -> None:
+    assert {s.value for s in JobState} == {
+        "received", "submitting", "submitted", "in_progress", "completed", "stored", "done", "failed",
+        "submit_unknown",
+    }
+    assert JobState("submit_unknown") is S.SUBMIT_UNKNOWN
+
+
+@pytest.mark.parametrize(("current", "new"), sorted(LEGAL, key=lambda p: (p[0].value, p[1].value)),
+                         ids=lambda s: s.value)
+def test_legal_move_passes(current: JobState, new: JobState) -> None:
+    check_transition(current, new)
+
+
+@pytest.mark.parametrize(("current", "new"), [p for p in ALL_PAIRS if p not in LEGAL], ids=lambda s: s.value)
+def test_every_other_move_is_illegal(current: JobState, new: JobState) -> None:
+    with pytest.raises(IllegalTransition) as info:
+        check_transition(current, new)
+    assert current.value in str(info.value) and new.value in str(info.value)
+
+
+def test_transition_table_is_exactly_the_legal_moves() -> None:
+    assert set(TRANSITIONS) == set(JobState)
+    assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == LEGAL
+
+
+def test_no_state_moves_to_itself() -> None:
+    for state in JobState:
+        with pytest.raises(IllegalTransition):
+            check_transition(state, state)
+
+
+def test_terminal_states() -> None:
+    assert {S.DONE, S.FAILED, S.SUBMIT_UNKNOWN} == TERMINAL
+    assert all(s.terminal == (s in TERMINAL) for s in JobState)
+
+
+def test_terminal_states_have_no_moves_except_the_resubmit_policy() -> None:
+    for state in TERMINAL:
+        expected = {S.RECEIVED} if state is S.SUBMIT_UNKNOWN else set()
+        assert set(TRANSITIONS[state]) == expected, state
+
+
+def test_every_state_reaches_a_terminal_one() -> None:
+    for start in JobState:
+        seen, frontier = {start}, [start]
+        while frontier:
+            for nxt in TRANSITIONS[frontier.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        assert seen & TERMINAL, start
+
+
+def test_no_path_from_a_submitted_job_back_to_submitting() -> None:
+    """Once the job id is recorded the job can never be submitted again (nothing is paid twice)."""
+    for start in (S.SUBMITTED, S.IN_PROGRESS, S.COMPLETED, S.STORED, S.DONE, S.FAILED):
+        seen, frontier = {start}, [start]
+        while frontier:
+            for nxt in TRANSITIONS[frontier.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        assert S.SUBMITTING not in seen and S.RECEIVED not in seen, start
+
+
+def test_event_status_covers_every_state() -> None:
+    assert set(EVENT_STATUS) == set(JobState)
+
+
+def test_event_statuses_are_the_contract_ones() -> None:
+    contract = {"submitted", "in_progress", "completed", "failed"}
+    assert {v for v in EVENT_STATUS.values() if v is not None} == contract
+    assert EVENT_STATUS[S.DONE] == "completed"
+    assert EVENT_STATUS[S.FAILED] == "failed"
+    assert EVENT_STATUS[S.SUBMIT_UNKNOWN] == "failed"
+    # every terminal state announces a final event; the internal steps announce nothing
+    assert all(EVENT_STATUS[s] in ("completed", "failed") for s in TERMINAL)
+    assert EVENT_STATUS[S.RECEIVED] is None and EVENT_STATUS[S.SUBMITTING] is None
