@@ -4,7 +4,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIDEOWORKER_DATA_DIR=/data \
-    VIDEOWORKER_LOG_FORMAT=json
+    VIDEOWORKER_LOG_FORMAT=json \
+    VIDEOWORKER_HEALTH_PORT=9464
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -16,6 +17,9 @@ RUN pip install --no-cache-dir . \
 
 USER videoworker
 VOLUME ["/data"]
+EXPOSE 9464
+# /readyz: broker connected, consumer registered, ledger answering
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["videoworker", "check"]
 # exec form: SIGTERM reaches the daemon, which stops intake and leaves unfinished work to resume.
 # `docker stop` waits 10 s by default, the same as shutdown_grace; give it more with `-t 30`.
 STOPSIGNAL SIGTERM

@@ -77,6 +77,28 @@ def run(obj: _Ctx) -> None:
         _fail(str(exc))
 
 
+@main.command()
+@click.option("--port", type=int, help="Health port (default: the health_port setting).")
+@click.pass_obj
+def check(obj: _Ctx, port: int | None) -> None:
+    """Exit 0 if the local daemon is ready (GET /readyz), else 1; for HEALTHCHECK and probes."""
+    import httpx
+
+    try:
+        port = port or obj.settings().health_port
+    except ConfigError as exc:
+        _fail(str(exc))
+    if not port:
+        _fail("no health port: set health_port (VIDEOWORKER_HEALTH_PORT) or pass --port")
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    except httpx.HTTPError as exc:
+        _fail(f"daemon not answering on port {port}: {type(exc).__name__}", code=1)
+        return
+    click.echo(answer.text)
+    sys.exit(0 if answer.status_code == 200 else 1)
+
+
 @main.command("config")
 @click.pass_obj
 def show_config(obj: _Ctx) -> None:

@@ -14,12 +14,14 @@ import signal
 import time
 
 import structlog
+from aiohttp import web
 
 from worker.broker import Broker
 from worker.catalogue import CatalogueCache
 from worker.config import Settings, redact_url
 from worker.engine import Engine
 from worker.errors import ConfigError
+from worker.health import serve_health
 from worker.intake import Intake
 from worker.ledger import open_ledger
 from worker.ledger.base import dead_local_owners
@@ -64,6 +66,13 @@ class Daemon:
         self._paused = False
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        self.health_port: int | None = None
+        self._health: web.AppRunner | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while intake is paused on purpose (at ``max_inflight``)."""
+        return self._paused
 
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT when installed)."""
@@ -78,6 +87,9 @@ class Daemon:
         )
         await self.hooks.startup()
         await self.ledger.open()
+        if s.health_port is not None:
+            self._health, self.health_port = await serve_health(self, s.health_port)
+            log.info("health endpoints up", port=self.health_port)
         try:
             await self._serve()
         finally:
@@ -120,6 +132,8 @@ class Daemon:
             released = await self.ledger.release(self.settings.instance_id)
             log.info("leases released", jobs=released)
         await self.broker.close()
+        if self._health is not None:
+            await self._health.cleanup()
         await self.hooks.shutdown()
         await self.client.aclose()
         await self.ledger.close()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from worker.errors import ConfigError
 from worker.ledger.base import ClaimResult, JobRecord, Ledger, OutboxMessage, ReplyTarget
 
 
 def open_ledger(url: str) -> Ledger:
-    """Build (not yet open) the ledger for ``sqlite:///path`` or ``postgresql://…``."""
+    """Build (not yet open) the ledger for ``sqlite:///path`` or ``postgresql://…[?schema=name]``."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from worker.ledger.sqlite import SQLiteLedger
@@ -22,7 +22,11 @@ def open_ledger(url: str) -> Ledger:
     if scheme in ("postgresql", "postgres"):
         from worker.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(url)
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        schema = query.pop("schema", [None])[0]
+        rest = urlencode({k: v[-1] for k, v in query.items()})
+        return PostgresLedger(urlunsplit(parts._replace(query=rest)), schema=schema)
     raise ConfigError(f"ledger_url: unsupported scheme {scheme!r} (sqlite or postgresql)")
 
 
