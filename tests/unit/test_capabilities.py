@@ -32,8 +32,14 @@ OPEN = VideoModel(id="acme/open")  # every list null: nothing is restricted
 
 def request(**fields: Any) -> VideoRequest:
     body = {"model": MODEL, "prompt": "a red kite over the sea", **fields}
-    return parse_request(json.dumps(body).encode(), message_id=None, content_type=None,
-                         max_message_bytes=1 << 20, max_prompt_chars=8000, max_metadata_bytes=16384)
+    return parse_request(
+        json.dumps(body).encode(),
+        message_id=None,
+        content_type=None,
+        max_message_bytes=1 << 20,
+        max_prompt_chars=8000,
+        max_metadata_bytes=16384,
+    )
 
 
 def catalogue(*models: VideoModel) -> Catalogue:
@@ -48,8 +54,9 @@ def refusal(req: VideoRequest, cat: Catalogue) -> InvalidRequest:
 
 
 def test_supported_request_passes() -> None:
-    req = request(resolution="720p", aspect_ratio="16:9", size="1280x720", duration=8,
-                  frame_images=[FIRST], generate_audio=False)
+    req = request(
+        resolution="720p", aspect_ratio="16:9", size="1280x720", duration=8, frame_images=[FIRST], generate_audio=False
+    )
     assert videoworker_validate_request(req, catalogue(RESTRICTED)) is None
 
 

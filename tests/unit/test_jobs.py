@@ -33,14 +33,22 @@ ALL_PAIRS = list(itertools.product(JobState, repeat=2))
 
 def test_states_are_the_ledger_values() -> None:
     assert {s.value for s in JobState} == {
-        "received", "submitting", "submitted", "in_progress", "completed", "stored", "done", "failed",
+        "received",
+        "submitting",
+        "submitted",
+        "in_progress",
+        "completed",
+        "stored",
+        "done",
+        "failed",
         "submit_unknown",
     }
     assert JobState("submit_unknown") is S.SUBMIT_UNKNOWN
 
 
-@pytest.mark.parametrize(("current", "new"), sorted(LEGAL, key=lambda p: (p[0].value, p[1].value)),
-                         ids=lambda s: s.value)
+@pytest.mark.parametrize(
+    ("current", "new"), sorted(LEGAL, key=lambda p: (p[0].value, p[1].value)), ids=lambda s: s.value
+)
 def test_legal_move_passes(current: JobState, new: JobState) -> None:
     check_transition(current, new)
 

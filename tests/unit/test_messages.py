@@ -16,8 +16,9 @@ FRAME = {"type": "image_url", "image_url": {"url": "https://img.example/a.png"},
 REFERENCE = {"type": "image_url", "image_url": {"url": "https://img.example/b.png"}}
 
 
-def parse(body: bytes | dict[str, Any], *, message_id: str | None = None, content_type: str | None = None,
-          **limits: int) -> VideoRequest:
+def parse(
+    body: bytes | dict[str, Any], *, message_id: str | None = None, content_type: str | None = None, **limits: int
+) -> VideoRequest:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return parse_request(raw, message_id=message_id, content_type=content_type, **{**LIMITS, **limits})
 
@@ -35,10 +36,23 @@ def refused(body: bytes | dict[str, Any], **kwargs: Any) -> InvalidRequest:
 
 def test_full_request_is_parsed() -> None:
     body = {
-        **BASE, "id": "req-1", "duration": 8, "resolution": "720p", "aspect_ratio": "16:9", "size": "1280x720",
-        "generate_audio": True, "seed": 42, "frame_images": [FRAME], "input_references": [REFERENCE],
-        "provider": {"order": ["google-vertex"]}, "previous_job_id": "job-0", "session_id": "s",
-        "user": "u", "trace": {"span": "x"}, "metadata": {"k": [1, 2]}, "delivery": {"local": {"x": 1}},
+        **BASE,
+        "id": "req-1",
+        "duration": 8,
+        "resolution": "720p",
+        "aspect_ratio": "16:9",
+        "size": "1280x720",
+        "generate_audio": True,
+        "seed": 42,
+        "frame_images": [FRAME],
+        "input_references": [REFERENCE],
+        "provider": {"order": ["google-vertex"]},
+        "previous_job_id": "job-0",
+        "session_id": "s",
+        "user": "u",
+        "trace": {"span": "x"},
+        "metadata": {"k": [1, 2]},
+        "delivery": {"local": {"x": 1}},
     }
     r = parse(body)
     assert r.id == "req-1"
@@ -52,7 +66,7 @@ def test_full_request_is_parsed() -> None:
 def test_provider_body_excludes_local_fields() -> None:
     r = parse({**BASE, "id": "req-1", "metadata": {"a": 1}, "delivery": {"local": {}}, "duration": 5})
     body = r.provider_body()
-    assert LOCAL_FIELDS == {"id", "metadata", "delivery"}
+    assert {"id", "metadata", "delivery"} == LOCAL_FIELDS
     assert not LOCAL_FIELDS & body.keys()
     assert body == {**BASE, "duration": 5}
 
@@ -94,7 +108,7 @@ def test_invalid_message_id_is_refused(message_id: str) -> None:
     assert refused(BASE, message_id=message_id).field == "id"
 
 
-@pytest.mark.xfail(reason="bug: messages._with_id uses re.match with '$', which accepts a trailing newline", strict=True)
+@pytest.mark.xfail(reason="bug: messages._with_id: re.match with '$' accepts a trailing newline", strict=True)
 def test_message_id_with_trailing_newline_is_refused() -> None:
     assert refused(BASE, message_id="abc\n").field == "id"
 
@@ -117,8 +131,9 @@ def test_invalid_json_is_refused() -> None:
     assert "JSON" in str(refused(b'{"model": "m", "prompt": '))
 
 
-@pytest.mark.parametrize(("raw", "kind"), [(b"[1, 2]", "list"), (b'"text"', "str"), (b"42", "int"),
-                                           (b"4.5", "float"), (b"null", "NoneType")])
+@pytest.mark.parametrize(
+    ("raw", "kind"), [(b"[1, 2]", "list"), (b'"text"', "str"), (b"42", "int"), (b"4.5", "float"), (b"null", "NoneType")]
+)
 def test_json_that_is_not_an_object_is_refused(raw: bytes, kind: str) -> None:
     message = str(refused(raw))
     assert "object" in message and kind in message
@@ -261,7 +276,8 @@ def test_salvage_reply_drops_an_invalid_id_and_oversized_metadata() -> None:
     assert salvage_reply(raw) == {"model": "m"}
 
 
-@pytest.mark.xfail(reason="bug: messages.salvage_reply uses re.match with '$', which accepts a trailing newline",
-                   strict=True)
+@pytest.mark.xfail(
+    reason="bug: messages.salvage_reply uses re.match with '$', which accepts a trailing newline", strict=True
+)
 def test_salvage_reply_drops_an_id_with_trailing_newline() -> None:
     assert "id" not in salvage_reply(json.dumps({"id": "abc\n"}).encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 
@@ -45,8 +46,9 @@ def test_next_gap_stays_within_the_intervals(planner: PollPlanner, model: str, e
     polls=st.integers(min_value=0, max_value=1000),
     retry_after=st.floats(min_value=0, max_value=100_000, allow_nan=False),
 )
-def test_retry_after_larger_than_the_gap_wins(planner: PollPlanner, elapsed: float, polls: int,
-                                              retry_after: float) -> None:
+def test_retry_after_larger_than_the_gap_wins(
+    planner: PollPlanner, elapsed: float, polls: int, retry_after: float
+) -> None:
     gap = planner.next_gap("m", elapsed, polls, retry_after=retry_after)
     assert gap >= retry_after
     assert gap >= planner.shortest
@@ -92,7 +94,7 @@ def test_overdue_jobs_back_off() -> None:
     planner.learn("m", 10)
     gaps = [planner.next_gap("m", 20 + i, polls) for i, polls in enumerate(range(1, 16))]
     assert gaps[0] == 2
-    assert all(a <= b for a, b in zip(gaps, gaps[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(gaps))
     assert gaps[3] > gaps[0]
     assert gaps[-1] == 60
 

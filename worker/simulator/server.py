@@ -487,8 +487,27 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except web.HTTPException as exc:
             response = _error(exc.status, exc.reason)
     status = 0 if request.get(_ABORTED) else response.status
-    state.requests.append({"t": time.time(), "method": request.method, "path": request.path, "status": status})
+    entry = {
+        "t": time.time(),
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "retry_after": response.headers.get("Retry-After"),
+    }
+    if request.method == "POST":
+        entry["prompt"] = await _prompt_of(request)
+    state.requests.append(entry)
     return response
+
+
+async def _prompt_of(request: web.Request) -> str | None:
+    """The submitted prompt, so tests can tie each submit attempt to its request."""
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, ConnectionError):
+        return None
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    return prompt if isinstance(prompt, str) else None
 
 
 # --- API handlers ----------------------------------------------------------------------
