@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker import StoredOutput, hookimpl
+from worker import StorageError, StoredOutput, hookimpl
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -26,8 +26,10 @@ NAME = "local"
 @hookimpl
 async def videoworker_store_output(request: VideoRequest, output: OutputFile, settings: Settings) -> StoredOutput:
     """Copy the output into place atomically and return its ``file://`` URI."""
-    root = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos")
+    root = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos").resolve()
     target = (root / output.request_id / f"{output.index}.mp4").resolve()
+    if target.parent.parent != root:
+        raise StorageError(f"request id {output.request_id!r} does not name a directory under {root}")
     await asyncio.to_thread(_place, output.path, target)
     return StoredOutput(NAME, target.as_uri())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +22,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -131,7 +133,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _intervals(self) -> Settings:
         if self.poll_max_interval < self.poll_interval:
-            raise ValueError("poll_max_interval must be at least poll_interval")
+            raise ValueError(
+                "poll_max_interval (VIDEOWORKER_POLL_MAX_INTERVAL) must be at least poll_interval "
+                "(VIDEOWORKER_POLL_INTERVAL)"
+            )
         return self
 
     @property
@@ -169,16 +174,30 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         return bound(_secrets_dir=secrets_dir, **overrides)  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {toml} is not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        # e.g. a list or dict setting given as an env var that is not JSON
+        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"]) or "settings"
-        env = f"VIDEOWORKER_{name.upper()}" if name.isidentifier() else name
         # the input may be a secret: name the setting and the rule, never echo the value
-        lines.append(f"{name} ({env}): {err['msg']}")
+        lines.append(f"{_setting_name(err['loc'])}: {err['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """``name (ENV_NAME)`` for an error location; model-wide rules have no location."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    if name.upper() in ("OPENROUTER_API_KEY", "VIDEOWORKER_OPENROUTER_API_KEY"):
+        name = "openrouter_api_key"
+    dotted = ".".join(str(part) for part in (name, *loc[1:]))
+    return f"{dotted} (VIDEOWORKER_{name.upper()})"
 
 
 def redact_url(url: str) -> str:
@@ -186,8 +205,9 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def describe(settings: Settings) -> dict[str, Any]:

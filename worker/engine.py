@@ -385,8 +385,9 @@ class Engine:
             files = [await self._download(live, i) for i in range(int(live.record.data.get("output_count", 1)))]
         except (RetryableError, DownloadError) as exc:
             retryable = getattr(exc, "retryable", True)
+            wait = getattr(exc, "retry_after", None)
             await self._retry_or_fail(
-                live, "download_failed", f"download failed: {exc}", retryable, self.settings.download_max_attempts
+                live, "download_failed", f"download failed: {exc}", retryable, self.settings.download_max_attempts, wait
             )
             return
         except PermanentError as exc:
@@ -438,13 +439,16 @@ class Engine:
             )
         return outputs
 
-    async def _retry_or_fail(self, live: Live, code: str, message: str, retryable: bool, limit: int) -> None:
+    async def _retry_or_fail(
+        self, live: Live, code: str, message: str, retryable: bool, limit: int, retry_after: float | None = None
+    ) -> None:
         live.attempts += 1
         if not retryable or live.attempts >= limit:
             await self.fail(live, code, message, retryable=retryable)
             return
-        log.warning("step failed; retrying", code=code, reason=message, attempt=live.attempts)
-        self.timers.at(backoff(live.attempts, base=1, cap=30), "deliver", live.id)
+        delay = max(retry_after or 0.0, backoff(live.attempts, base=1, cap=30))
+        log.warning("step failed; retrying", code=code, reason=message, attempt=live.attempts, retry_in=round(delay, 2))
+        self.timers.at(delay, "deliver", live.id)
 
     async def _complete(self, live: Live) -> None:
         await self._final(live, JobState.DONE, "completed", dict(live.record.data))

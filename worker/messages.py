@@ -101,6 +101,9 @@ def parse_request(
     except ValidationError as exc:
         raise _explain(exc) from None
     request = _with_id(request, message_id)
+    if request.id is not None and not request.id.strip("."):
+        # "." and ".." fit the id pattern but would name directories and keys badly
+        raise InvalidRequest("id must contain a character other than '.'", field="id")
     _check_prompt(request, max_prompt_chars)
     if request.metadata is not None:
         size = len(json.dumps(request.metadata, separators=(",", ":")).encode())
@@ -120,7 +123,7 @@ def salvage_reply(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     found: dict[str, Any] = {}
-    if isinstance(data.get("id"), str) and _ID.match(data["id"]):
+    if isinstance(data.get("id"), str) and _ID.fullmatch(data["id"]) and data["id"].strip("."):
         found["id"] = data["id"]
     if isinstance(data.get("model"), str) and len(data["model"]) <= 200:
         found["model"] = data["model"]
@@ -159,7 +162,7 @@ def _with_id(request: VideoRequest, message_id: str | None) -> VideoRequest:
     if request.id is not None:
         return request
     if message_id:
-        if not _ID.match(message_id):
+        if not _ID.fullmatch(message_id):
             raise InvalidRequest("AMQP message_id is not a valid id (1-128 of A-Z a-z 0-9 . _ : -)", field="id")
         return request.model_copy(update={"id": message_id})
     # no id at all: accepted, but duplicates of this message cannot be recognised

@@ -48,16 +48,16 @@ def make_plugin_manager(settings: Settings, *, extra: dict[str, object] | None =
         if name in ESSENTIAL_PLUGINS:
             raise ConfigError(f"disabled_plugins: plugin {name!r} is essential and cannot be disabled")
         pm.set_blocked(name)
-    pm.load_setuptools_entrypoints(hookspecs.NAME)
-    for name, module in BUILTIN_PLUGINS.items():
-        if pm.get_plugin(name) is None and not pm.is_blocked(name):
-            pm.register(importlib.import_module(module), name=name)
-    for name, plugin in (extra or {}).items():
-        pm.register(plugin, name=name)
     try:
+        pm.load_setuptools_entrypoints(hookspecs.NAME)
+        for name, module in BUILTIN_PLUGINS.items():
+            if pm.get_plugin(name) is None and not pm.is_blocked(name):
+                pm.register(importlib.import_module(module), name=name)
+        for name, plugin in (extra or {}).items():
+            pm.register(plugin, name=name)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(str(exc)) from None
+        raise PluginError(f"plugin {exc.plugin!r} is invalid: {exc}") from None
     if os.environ.get("VIDEOWORKER_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda text: log.debug("hook", trace=text.rstrip()))
         pm.enable_tracing()

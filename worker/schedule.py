@@ -72,7 +72,8 @@ class PollPlanner:
         if expected is not None and elapsed < expected:
             gap = (expected - elapsed) * 0.9 if polls == 0 else (expected - elapsed) / 2
         else:
-            overdue = 0 if expected is None else max(0, polls - 1)
+            # unknown model (or overdue): back off from the shortest gap towards the longest
+            overdue = polls if expected is None else max(0, polls - 1)
             gap = self.shortest * (1.5 ** min(overdue, 20))
         gap = min(max(gap, self.shortest), self.longest)
         gap *= 1 + random.uniform(-self.jitter, self.jitter)
@@ -84,5 +85,5 @@ class PollPlanner:
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Full-jitter exponential backoff (AWS): uniform in [base/2, min(cap, base·2^attempt)]."""
-    ceiling = min(cap, base * 2 ** max(0, attempt))
+    ceiling = min(cap, base * 2 ** min(max(0, attempt), 32))
     return random.uniform(min(base / 2, ceiling), ceiling)

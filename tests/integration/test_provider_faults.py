@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ async def test_mixed_provider_faults_each_job_ends_correctly(
     jobs_by_prompt = {job["body"]["prompt"]: (job_id, job) for job_id, job in stats["jobs"].items()}
     outcomes: dict[str, int] = defaultdict(int)
     for i in range(count):
-        (final,) = {b["status"] + ":" + str((b["error"] or {}).get("code")): b for b in observer.reply_for(f"pf-{i}")}.values()
+        answers = {json.dumps(b, sort_keys=True): b for b in observer.reply_for(f"pf-{i}")}
+        assert len(answers) == 1, f"pf-{i}: {len(answers)} different final answers"
+        (final,) = answers.values()
         prompt = f"provider fault {i}"
         statuses = attempts[prompt]
         created = [s for s in statuses if s in AMBIGUOUS or s == 202]

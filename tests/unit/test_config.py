@@ -161,18 +161,12 @@ def test_unknown_toml_key_is_refused_by_name(tmp_path: Path) -> None:
         load_settings(path)
 
 
-@pytest.mark.xfail(reason="bug: load_settings lets tomllib.TOMLDecodeError escape instead of ConfigError", strict=True)
 def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", "poll_interval = \n")
     with pytest.raises(ConfigError, match=r"c\.toml"):
         load_settings(path)
 
 
-@pytest.mark.xfail(
-    reason="bug: a non-JSON list in VIDEOWORKER_DISABLED_PLUGINS escapes load_settings as SettingsError, "
-    "not ConfigError",
-    strict=True,
-)
 def test_malformed_complex_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDEOWORKER_DISABLED_PLUGINS", "local")
     with pytest.raises(ConfigError, match="disabled_plugins"):
@@ -257,12 +251,6 @@ def test_wrong_secret_from_toml_is_not_echoed(tmp_path: Path) -> None:
     assert "hunter2" not in message and "hunter3" not in message
 
 
-@pytest.mark.xfail(
-    reason="bug: an invalid API key is reported as 'VIDEOWORKER_OPENROUTER_API_KEY "
-    "(VIDEOWORKER_VIDEOWORKER_OPENROUTER_API_KEY)'"
-    " (config._explain prefixes the alias again)",
-    strict=True,
-)
 def test_api_key_refusal_names_real_env_names(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", "openrouter_api_key = 5\n")
     with pytest.raises(ConfigError) as info:
@@ -282,10 +270,6 @@ def test_poll_max_interval_below_poll_interval_is_refused() -> None:
     assert s.poll_interval == s.poll_max_interval == 5
 
 
-@pytest.mark.xfail(
-    reason="bug: a model-level error is labelled with the nonexistent env name VIDEOWORKER_SETTINGS (config._explain)",
-    strict=True,
-)
 def test_interval_refusal_points_at_real_env_names() -> None:
     message = refusal(poll_interval=10, poll_max_interval=5)
     assert "VIDEOWORKER_SETTINGS" not in message
@@ -334,6 +318,5 @@ def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
 
-@pytest.mark.xfail(reason="bug: redact_url drops the brackets of an IPv6 host (amqp://u:***@::1:5672/)", strict=True)
 def test_redact_url_keeps_ipv6_brackets() -> None:
     assert redact_url("amqp://u:pw@[::1]:5672/") == "amqp://u:***@[::1]:5672/"

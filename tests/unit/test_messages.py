@@ -108,7 +108,6 @@ def test_invalid_message_id_is_refused(message_id: str) -> None:
     assert refused(BASE, message_id=message_id).field == "id"
 
 
-@pytest.mark.xfail(reason="bug: messages._with_id: re.match with '$' accepts a trailing newline", strict=True)
 def test_message_id_with_trailing_newline_is_refused() -> None:
     assert refused(BASE, message_id="abc\n").field == "id"
 
@@ -276,8 +275,11 @@ def test_salvage_reply_drops_an_invalid_id_and_oversized_metadata() -> None:
     assert salvage_reply(raw) == {"model": "m"}
 
 
-@pytest.mark.xfail(
-    reason="bug: messages.salvage_reply uses re.match with '$', which accepts a trailing newline", strict=True
-)
 def test_salvage_reply_drops_an_id_with_trailing_newline() -> None:
     assert "id" not in salvage_reply(json.dumps({"id": "abc\n"}).encode())
+
+
+@pytest.mark.parametrize("bad", [".", "..", "..."])
+def test_id_of_only_dots_is_refused(bad: str) -> None:
+    """Ids of only dots fit the pattern but would name directories badly: refused."""
+    assert refused({**BASE, "id": bad}).field == "id"

@@ -99,11 +99,6 @@ def test_overdue_jobs_back_off() -> None:
     assert gaps[-1] == 60
 
 
-@pytest.mark.xfail(
-    reason="bug: without a learned duration (every model after a restart) PollPlanner.next_gap never backs off: "
-    "a job polled 300 times over 30 min still polls every poll_interval",
-    strict=True,
-)
 def test_unknown_model_backs_off_too() -> None:
     planner = PollPlanner(5, 60, jitter=0)
     assert planner.next_gap("never-learned", 1800, 300) > 5
@@ -152,11 +147,6 @@ def test_backoff_grows_then_caps() -> None:
     assert len(set(draws)) > 100
 
 
-@pytest.mark.xfail(
-    reason="bug: backoff computes base * 2**attempt as a float, OverflowError from attempt 1024 "
-    "(reachable: outbox.run counts failures without bound and would die)",
-    strict=True,
-)
 def test_backoff_survives_very_many_attempts() -> None:
     assert 0 < backoff(5000, base=0.5, cap=15) <= 15
 

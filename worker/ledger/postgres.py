@@ -201,14 +201,21 @@ class PostgresLedger(Ledger):
             inserted = await conn.fetchval(
                 "INSERT INTO jobs (request_id, state, model, request, data, owner, lease_until, created_at, updated_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (request_id) DO NOTHING RETURNING true",
-                record.request_id, record.state.value, record.model, json.dumps(record.request),
-                json.dumps(record.data), record.owner, float(record.lease_until), t,
+                record.request_id,
+                record.state.value,
+                record.model,
+                json.dumps(record.request),
+                json.dumps(record.data),
+                record.owner,
+                float(record.lease_until),
+                t,
             )
             existing: JobRecord | None = None
             if inserted is None:
                 # ON CONFLICT waited for any concurrent inserter, so the row is committed and visible now
-                row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1 FOR UPDATE",
-                                          record.request_id)
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1 FOR UPDATE", record.request_id
+                )
                 if row is None:
                     raise RuntimeError(f"job {record.request_id!r} conflicted but cannot be read")
                 existing = _record(row)
@@ -216,7 +223,9 @@ class PostgresLedger(Ledger):
                 await conn.execute(
                     "INSERT INTO reply_targets (request_id, reply_to, correlation_id) VALUES ($1, $2, $3)"
                     " ON CONFLICT DO NOTHING",
-                    record.request_id, reply.reply_to, reply.correlation_id or "",
+                    record.request_id,
+                    reply.reply_to,
+                    reply.correlation_id or "",
                 )
         if existing is None:
             return ClaimResult(True, record)
@@ -257,7 +266,10 @@ class PostgresLedger(Ledger):
             moved = await conn.fetchval(
                 f"UPDATE jobs SET {', '.join(sets)} WHERE request_id = ${n + 1} AND state = ${n + 2}"
                 f" AND owner = ${n + 3} RETURNING true",
-                *args, request_id, expect.value, owner,
+                *args,
+                request_id,
+                expect.value,
+                owner,
             )
             if moved is None:
                 return False
@@ -295,7 +307,11 @@ class PostgresLedger(Ledger):
             " LIMIT $5 FOR UPDATE SKIP LOCKED)"
             " UPDATE jobs SET owner = $1, lease_until = $2 FROM picked WHERE jobs.request_id = picked.request_id"
             " RETURNING " + ", ".join(f"jobs.{c}" for c in _COLUMNS.split(", ")),
-            owner, float(until), now(), list(dead_owners), _limit(limit),
+            owner,
+            float(until),
+            now(),
+            list(dead_owners),
+            _limit(limit),
         )
         return [_record(r) for r in rows]
 
@@ -322,7 +338,10 @@ class PostgresLedger(Ledger):
             " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
             " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
             " RETURNING " + ", ".join(f"outbox.{c}" for c in _OUTBOX_COLUMNS.split(", ")),
-            owner, float(until), now(), _limit(limit),
+            owner,
+            float(until),
+            now(),
+            _limit(limit),
         )
         messages = [OutboxMessage(r[1], r[2], bytes(r[3]), r[4], r[5], r[6], id=r[0]) for r in rows]
         messages.sort(key=lambda m: m.id or 0)  # RETURNING has no order of its own
@@ -362,8 +381,9 @@ def _limit(limit: int) -> int | None:
 
 
 def _record(row: _Record) -> JobRecord:
-    return JobRecord(row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]),
-                     row[7], row[8])
+    return JobRecord(
+        row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8]
+    )
 
 
 async def _insert_outbox(conn: _Queries, messages: Sequence[OutboxMessage]) -> None:
