@@ -109,14 +109,12 @@ class TcpProxy:
         ]
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
-        try:
+        with contextlib.suppress(OSError):
             while data := await reader.read(_CHUNK):
                 if self._flowing.is_set():
                     writer.write(data)
                     await writer.drain()
-            await self._flowing.wait()  # a blackhole hides the close too
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+        await self._flowing.wait()  # a blackhole hides the close (FIN or RST) too
         if link in self._links:  # one side closed or failed: close both, gracefully
             self._links.discard(link)
             for task in link.tasks:
