@@ -1,0 +1,138 @@
+"""Throughput and scale: N requests through one daemon, with the simulator in its own process.
+
+    python bench/throughput.py --jobs 10000 --job-seconds 20 40
+
+Reports publish rate, intake rate, peak jobs in flight, end-to-end time, polls per job,
+peak RSS and ledger size. The simulator runs as a separate ``videoworker simulate``
+process so it does not share the daemon's GIL. Numbers go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker.config import load_settings  # noqa: E402
+from worker.rabbit import ensure_rabbitmq  # noqa: E402
+from worker.runtime import Daemon  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _publish(url: str, queue: str, n: int, reply_to: str, channel: aio_pika.abc.AbstractChannel) -> float:
+    started = time.perf_counter()
+    sem = asyncio.Semaphore(500)
+
+    async def one(i: int) -> None:
+        async with sem:
+            body = json.dumps({"id": f"b-{i}", "model": "sim/fast", "prompt": f"bench {i}", "duration": 4}).encode()
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, reply_to=reply_to, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue,
+            )
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - started
+
+
+async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, float]) -> dict[str, float]:
+    ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
+    port = _free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "worker", "simulate", "--port", str(port), "--job-seconds", *map(str, job_seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}/api/v1"
+    for _ in range(100):
+        try:
+            httpx.get(f"{base}/videos/models", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    suffix = uuid.uuid4().hex[:6]
+    data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
+    settings = load_settings(
+        None, openrouter_api_key="sim-key", openrouter_base_url=base, data_dir=data_dir,
+        request_queue=f"bench.{suffix}", events_exchange=f"bench.{suffix}.events", poll_interval=poll[0],
+        poll_max_interval=poll[1], max_inflight=max(jobs, 10), log_level="warning", log_format="json",
+        prefetch=256, max_concurrent_submits=32, max_concurrent_polls=128,
+    )
+    daemon = Daemon(settings)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+    channel = await connection.channel()
+    replies = await channel.declare_queue(exclusive=True)
+    done = asyncio.Event()
+    finished: dict[str, str] = {}
+    peak = 0
+
+    async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        event = json.loads(message.body)
+        finished[event["id"]] = event["status"]
+        await message.ack()
+        if len(finished) >= jobs:
+            done.set()
+
+    await replies.consume(on_reply)
+    started = time.perf_counter()
+    publish_s = await _publish(settings.amqp_url.get_secret_value(), settings.request_queue, jobs, replies.name, channel)
+    while not done.is_set():
+        peak = max(peak, daemon.engine.load)
+        await asyncio.sleep(0.2)
+    total_s = time.perf_counter() - started
+    stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=30).json()
+    daemon.request_stop("bench done")
+    await task
+    await channel.queue_delete(settings.request_queue)
+    await channel.queue_delete(settings.dead_letter_queue)
+    await channel.exchange_delete(settings.events_exchange)
+    await connection.close()
+    sim.terminate()
+    ledger = data_dir / "ledger.sqlite3"
+    return {
+        "jobs": jobs,
+        "completed": sum(1 for s in finished.values() if s == "completed"),
+        "publish_s": round(publish_s, 2),
+        "end_to_end_s": round(total_s, 2),
+        "jobs_per_s": round(jobs / total_s, 1),
+        "peak_inflight": peak,
+        "submits": stats["submits"],
+        "polls_per_job": round(stats["polls"] / jobs, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "ledger_mib": round(sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite3*")) / 2**20, 1)
+        if ledger.exists() else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--job-seconds", type=float, nargs=2, default=(5.0, 10.0))
+    parser.add_argument("--poll", type=float, nargs=2, default=(1.0, 5.0), help="poll_interval poll_max_interval")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.jobs, tuple(args.job_seconds), tuple(args.poll)))  # type: ignore[arg-type]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
