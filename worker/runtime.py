@@ -121,13 +121,14 @@ class Daemon:
         self.ready.clear()
         await self.broker.stop_consuming()
         await self.engine.stop(self.settings.shutdown_grace)
-        if self.outbox is not None and self.broker.connected:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await self.outbox.flush()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.outbox is not None and self.broker.connected:
+            # one last pass, after the relay loop is gone so no row is published twice
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.outbox.flush()
         with contextlib.suppress(Exception):
             released = await self.ledger.release(self.settings.instance_id)
             log.info("leases released", jobs=released)

@@ -140,3 +140,29 @@ async def test_events_carry_stable_message_ids(daemon: Any, observer: Observer) 
     assert "req-12:completed" in ids and "req-12:submitted" in ids
     body = json.loads(next(m.body for _, b, m in observer.events if m.message_id == "req-12:completed"))
     assert body["status"] == "completed"
+
+
+async def test_three_concurrent_duplicates_then_a_late_one(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    """Published 3 times at once, then again after completion to a new reply queue: one submit, one video."""
+    import asyncio
+
+    d = await daemon()
+    await asyncio.gather(*(observer.publish(_request(20), correlation_id=f"dup-{i}") for i in range(3)))
+    await observer.wait(lambda: len(observer.reply_for("req-20")) >= 3, what="three replies")
+    late = await observer.channel.declare_queue(exclusive=True)
+    late_replies: list[dict[str, Any]] = []
+
+    async def on_late(message: Any) -> None:
+        late_replies.append(json.loads(message.body))
+        await message.ack()
+
+    await late.consume(on_late)
+    await observer.publish(_request(20), reply_to=late.name, correlation_id="late")
+    await observer.wait(lambda: late_replies, what="the final event sent again to the later reply_to")
+    assert late_replies[0]["status"] == "completed"
+    assert late_replies[0]["job_id"] == observer.reply_for("req-20")[0]["job_id"]
+    assert sim.stats()["submits"] == 1
+    assert [p.name for p in (d.settings.data_dir / "videos" / "req-20").iterdir()] == ["0.mp4"]
+    assert len(observer.finals("req-20")) == 1
