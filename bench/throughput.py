@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from worker.config import load_settings  # noqa: E402
+from worker.logging import configure_logging  # noqa: E402
 from worker.rabbit import ensure_rabbitmq  # noqa: E402
 from worker.runtime import Daemon  # noqa: E402
 
@@ -74,8 +75,9 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
         None, openrouter_api_key="sim-key", openrouter_base_url=base, data_dir=data_dir,
         request_queue=f"bench.{suffix}", events_exchange=f"bench.{suffix}.events", poll_interval=poll[0],
         poll_max_interval=poll[1], max_inflight=max(jobs, 10), log_level="warning", log_format="json",
-        prefetch=256, max_concurrent_submits=32, max_concurrent_polls=128,
+        prefetch=256,
     )
+    configure_logging(settings.log_level, settings.log_format)
     daemon = Daemon(settings)
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
@@ -100,7 +102,7 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
     total_s = time.perf_counter() - started
-    stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=30).json()
+    stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=300).json()
     daemon.request_stop("bench done")
     await task
     await channel.queue_delete(settings.request_queue)

@@ -159,6 +159,14 @@ class Broker:
                 raise Unroutable(f"no queue for {exchange or '(default)'}/{routing_key}") from exc
             except DeliveryError as exc:
                 raise ConnectionError(f"broker refused the publish: {exc}") from exc
+            except asyncio.CancelledError as exc:
+                # aiormq fails a dropped connection's pending confirms with CancelledError (it cancels its
+                # reader when the heartbeat stops). Unless this task is being cancelled (the timeout, a stop),
+                # that is a lost connection, and it must not cancel the caller (the outbox relay task)
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                raise ConnectionError("broker connection lost before the confirm") from exc
 
     async def queue_stats(self, name: str) -> tuple[int, int]:
         """(messages, consumers) of a queue, by passive declare; for health and tests."""

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     disabled_plugins: list[str] = Field(default_factory=list)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings by plugin name")
 
+    @field_validator("openrouter_api_key")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("openrouter_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

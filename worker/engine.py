@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import structlog
 from worker import metrics
 from worker.config import Settings
 from worker.crashpoints import crashpoint
-from worker.errors import AmbiguousSubmit, DownloadError, PermanentError, RetryableError
+from worker.errors import DownloadError, PermanentError, RetryableError
 from worker.events import JobEvent, build_event, encode, error_body, iso, message_id, routing_key
 from worker.jobs import JobState
 from worker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
@@ -267,20 +268,35 @@ class Engine:
             try:
                 job = await self.client.submit(live.request.provider_body())
             except RetryableError as exc:
-                await self._submit_retry(live, exc, attempts)
+                await self._persist(partial(self._submit_retry, live, exc, attempts))
                 return
             except PermanentError as exc:
                 metrics.SUBMITS.labels(model=live.request.model, outcome="rejected").inc()
                 code = _SUBMIT_FAILURES.get(exc.status or 0, "provider_rejected")
-                await self.fail(live, code, f"OpenRouter refused the submit ({exc.status}): {exc.message}")
+                message = f"OpenRouter refused the submit ({exc.status}): {exc.message}"
+                await self._persist(partial(self.fail, live, code, message))
                 return
-            except AmbiguousSubmit as exc:
-                await self._submit_unknown(live, f"submit outcome unknown ({exc.status or 'no answer'}): {exc.message}")
+            except Exception as exc:  # noqa: BLE001 - AmbiguousSubmit, or anything unforeseen after sending
+                status = getattr(exc, "status", None) or "no answer"
+                message = f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}"
+                await self._persist(partial(self._submit_unknown, live, message))
                 return
             crashpoint("after_post")
-            await self._submitted(live, job.id)
+            await self._persist(partial(self._submitted, live, job.id))
         finally:
             self._submitting -= 1
+
+    async def _persist(self, write: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Record a submit's outcome, retrying while the ledger fails: until then it exists only in memory."""
+        delay = 0.5
+        while True:
+            try:
+                await write()
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; a crash here leaves `submitting` (unknown)
+                log.error("could not record the submit outcome; retrying", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _submitted(self, live: Live, job_id: str) -> None:
         metrics.SUBMITS.labels(model=live.request.model, outcome="accepted").inc()

@@ -70,6 +70,8 @@ class OutboxRelay:
             metrics.EVENTS_PUBLISHED.inc(len(done))
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
+            if not isinstance(failed[0], Exception):  # a publish's CancelledError must not end the relay
+                raise ConnectionError(f"publish interrupted: {failed[0]!r}") from failed[0]
             raise failed[0]
         return len(done)
 

@@ -53,6 +53,11 @@ class Daemon:
             settings.openrouter_api_key.get_secret_value(),
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
+            # one connection per concurrent step: httpx's pool scans every connection per request
+            max_connections=settings.max_concurrent_submits
+            + settings.max_concurrent_polls
+            + settings.max_concurrent_downloads
+            + 4,
         )
         self.outbox: OutboxRelay | None = None
         self.engine = Engine(

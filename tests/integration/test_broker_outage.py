@@ -194,6 +194,14 @@ def broker_app_restored() -> Iterator[None]:
     subprocess.run([RABBITMQCTL, "await_startup"], check=False, capture_output=True, timeout=120)
 
 
+@pytest.fixture
+async def proxy(rabbit: str) -> AsyncIterator[TcpProxy]:
+    """A proxy to the broker; request it before ``daemon`` so the daemon stops before the proxy closes."""
+    parts = urlsplit(rabbit)
+    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as running:
+        yield running
+
+
 @dataclass
 class Sample:
     t: float
@@ -405,101 +413,97 @@ HEARTBEAT = 2
 
 
 async def test_blackholed_connection_is_detected_then_recovers(
-    listener: Listener, daemon: Any, sim: SimulatorThread, rabbit: str
+    listener: Listener, proxy: TcpProxy, daemon: Any, sim: SimulatorThread, rabbit: str
 ) -> None:
-    parts = urlsplit(rabbit)
-    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as proxy:
-        sim.configure(job_seconds=[2.0, 5.0])
-        d: Daemon = await daemon(
-            amqp_url=proxied_url(rabbit, proxy.port, f"?heartbeat={HEARTBEAT}"), health_port=0, publish_timeout=5.0
-        )
-        settings = d.settings
-        publishes = PublishWatch(d)
-        await listener.start()
-        ids = [f"hole-{i}" for i in range(20)]
-        for i in ids:
-            await listener.publish(i)
-        await until(lambda: all_submitted(sim, ids), 30, "every request submitted")
-        async with HealthWatch(d.health_port) as health:
-            await health.wait(ready, time.monotonic(), 10, "/readyz 200 before the fault")
-            connections = proxy.connections_total
-            t_hole = time.monotonic()
-            proxy.blackhole()
-            # aiormq declares a connection dead after (heartbeat + 1) * 3 s without a frame
-            t_noticed = await health.wait(not_ready, t_hole, 30, "/readyz 503 while blackholed")
-            await asyncio.sleep(
-                max(0.0, t_hole + 3 * HEARTBEAT + 2 - time.monotonic(), t_noticed + 2 - time.monotonic())
-            )
-            hole = health.since(t_noticed, time.monotonic())
-            proxy.heal()
-            proxy.reset()
-            t_heal = time.monotonic()
-            t_ready = await health.wait(ready, t_heal, 30, "/readyz 200 after heal + reset")
+    sim.configure(job_seconds=[2.0, 5.0])
+    d: Daemon = await daemon(
+        amqp_url=proxied_url(rabbit, proxy.port, f"?heartbeat={HEARTBEAT}"), health_port=0, publish_timeout=5.0
+    )
+    settings = d.settings
+    publishes = PublishWatch(d)
+    await listener.start()
+    ids = [f"hole-{i}" for i in range(20)]
+    for i in ids:
+        await listener.publish(i)
+    await until(lambda: all_submitted(sim, ids), 30, "every request submitted")
+    async with HealthWatch(d.health_port) as health:
+        await health.wait(ready, time.monotonic(), 10, "/readyz 200 before the fault")
+        connections = proxy.connections_total
+        t_hole = time.monotonic()
+        proxy.blackhole()
+        # aiormq declares a connection dead after (heartbeat + 1) * 3 s without a frame
+        t_noticed = await health.wait(not_ready, t_hole, 30, "/readyz 503 while blackholed")
+        await asyncio.sleep(max(0.0, t_hole + 3 * HEARTBEAT + 2 - time.monotonic(), t_noticed + 2 - time.monotonic()))
+        hole = health.since(t_noticed, time.monotonic())
+        proxy.heal()
+        proxy.reset()
+        t_heal = time.monotonic()
+        t_ready = await health.wait(ready, t_heal, 30, "/readyz 200 after heal + reset")
 
-            async def consumer_back() -> bool:
-                return (await listener.queue_stats(settings.request_queue))[1] >= 1
+        async def consumer_back() -> bool:
+            return (await listener.queue_stats(settings.request_queue))[1] >= 1
 
-            consumer_s = await until(consumer_back, 30, "consumer_count >= 1 after the heal", every=0.5)
-            drain_s = await until(lambda: listener.answered(ids), 60, "a final reply for every request")
-        assert proxy.connections_total > connections, "the daemon never reconnected"
-        assert hole and all(not_ready(s) and s.alive for s in hole), hole[:3]
-        await assert_recovered(listener, settings, ids)
-        await assert_one_submit_each(sim, ids)
-        publishes.check()
-        print(
-            f"\nR7 blackhole (heartbeat {HEARTBEAT}s): blackholed {t_heal - t_hole:.1f}s; dead connection noticed "
-            f"after {t_noticed - t_hole:.1f}s; after heal+reset: ready in {t_ready - t_heal:.1f}s, consumer back in "
-            f"{consumer_s:.1f}s, all {len(ids)} replies in {drain_s:.1f}s more; "
-            f"{proxy.connections_total - connections} new connections; {publishes.summary()}"
-        )
+        consumer_s = await until(consumer_back, 30, "consumer_count >= 1 after the heal", every=0.5)
+        drain_s = await until(lambda: listener.answered(ids), 60, "a final reply for every request")
+    # aiormq's bound (reliability.md R7 asks for 2x heartbeat, which aiormq 7.2 cannot do)
+    assert t_noticed - t_hole <= (HEARTBEAT + 1) * 3 + 3, f"dead connection noticed after {t_noticed - t_hole:.1f}s"
+    assert proxy.connections_total > connections, "the daemon never reconnected"
+    assert hole and all(not_ready(s) and s.alive for s in hole), hole[:3]
+    await assert_recovered(listener, settings, ids)
+    await assert_one_submit_each(sim, ids)
+    publishes.check()
+    print(
+        f"\nR7 blackhole (heartbeat {HEARTBEAT}s): blackholed {t_heal - t_hole:.1f}s; dead connection noticed "
+        f"after {t_noticed - t_hole:.1f}s; after heal+reset: ready in {t_ready - t_heal:.1f}s, consumer back in "
+        f"{consumer_s:.1f}s, all {len(ids)} replies in {drain_s:.1f}s more; "
+        f"{proxy.connections_total - connections} new connections; {publishes.summary()}"
+    )
 
 
 # --- R8: flapping ---------------------------------------------------------------------------------
 
 
 async def test_flapping_connection_loses_nothing(
-    listener: Listener, daemon: Any, sim: SimulatorThread, rabbit: str
+    listener: Listener, proxy: TcpProxy, daemon: Any, sim: SimulatorThread, rabbit: str
 ) -> None:
-    parts = urlsplit(rabbit)
-    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as proxy:
-        sim.configure(job_seconds=[1.0, 4.0])
-        d: Daemon = await daemon(amqp_url=proxied_url(rabbit, proxy.port), health_port=0, publish_timeout=5.0)
-        settings = d.settings
-        publishes = PublishWatch(d)
-        await listener.start()
-        ids = [f"flap-{i}" for i in range(30)]
-        for i in ids[:15]:
+    sim.configure(job_seconds=[1.0, 4.0])
+    d: Daemon = await daemon(amqp_url=proxied_url(rabbit, proxy.port), health_port=0, publish_timeout=5.0)
+    settings = d.settings
+    publishes = PublishWatch(d)
+    await listener.start()
+    ids = [f"flap-{i}" for i in range(30)]
+    for i in ids[:15]:
+        await listener.publish(i)
+    async with HealthWatch(d.health_port) as health:
+        t_start = time.monotonic()
+
+        async def flap() -> None:
+            for _ in range(10):
+                await asyncio.sleep(2)
+                proxy.reset()
+
+        flapping = asyncio.create_task(flap())
+        for i in ids[15:]:  # more load arrives while the connection flaps
+            await asyncio.sleep(1)
             await listener.publish(i)
-        async with HealthWatch(d.health_port) as health:
-            t_start = time.monotonic()
-
-            async def flap() -> None:
-                for _ in range(10):
-                    await asyncio.sleep(2)
-                    proxy.reset()
-
-            flapping = asyncio.create_task(flap())
-            for i in ids[15:]:  # more load arrives while the connection flaps
-                await asyncio.sleep(1)
-                await listener.publish(i)
-            await flapping
-            t_end = time.monotonic()
-            t_ready = await health.wait(ready, t_end, 30, "/readyz 200 after the flapping")
-            drain_s = await until(lambda: listener.answered(ids), 60, "a final reply for every request")
-            # the consumer is not stuck: a request sent now is taken and answered
-            probe = "flap-after"
-            await listener.publish(probe)
-            probe_s = await until(lambda: listener.answered([probe]), 30, "a reply to a request sent afterwards")
-            ids.append(probe)
-            flaps = health.since(t_start, t_end)
-        assert any(not_ready(s) for s in flaps), "/readyz never reported the broken connections"
-        assert all(s.alive for s in flaps), "/healthz did not answer while the connection flapped"
-        await assert_recovered(listener, settings, ids)
-        await assert_one_submit_each(sim, ids)
-        await until(lambda: proxy.connections_open == 1, 10, "exactly one connection through the proxy")
-        publishes.check()
-        print(
-            f"\nR8 flapping: {proxy.resets} resets over {t_end - t_start:.1f}s, {proxy.connections_total} "
-            f"connections in all; ready {t_ready - t_end:.1f}s after the last reset; all {len(ids) - 1} replies "
-            f"{drain_s:.1f}s after ready; a later request answered in {probe_s:.1f}s; {publishes.summary()}"
-        )
+        await flapping
+        t_end = time.monotonic()
+        t_ready = await health.wait(ready, t_end, 30, "/readyz 200 after the flapping")
+        drain_s = await until(lambda: listener.answered(ids), 60, "a final reply for every request")
+        # the consumer is not stuck: a request sent now is taken and answered
+        probe = "flap-after"
+        await listener.publish(probe)
+        probe_s = await until(lambda: listener.answered([probe]), 30, "a reply to a request sent afterwards")
+        ids.append(probe)
+        flaps = health.since(t_start, t_end)
+    assert any(not_ready(s) for s in flaps), "/readyz never reported the broken connections"
+    assert all(s.alive for s in flaps), "/healthz did not answer while the connection flapped"
+    await assert_recovered(listener, settings, ids)
+    await assert_one_submit_each(sim, ids)
+    await until(lambda: proxy.connections_open == 1, 10, "exactly one connection through the proxy")
+    publishes.check()
+    print(
+        f"\nR8 flapping: {proxy.resets} resets over {t_end - t_start:.1f}s, {proxy.connections_total} "
+        f"connections in all; ready {t_ready - t_end:.1f}s after the last reset; all {len(ids) - 1} replies "
+        f"{drain_s:.1f}s after ready; a later request answered in {probe_s:.1f}s; {publishes.summary()}"
+    )
