@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -49,6 +50,8 @@ class Intake:
         catalogue: CatalogueCache,
         broker: Broker,
         engine: Engine,
+        *,
+        on_ledger_error: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -56,6 +59,7 @@ class Intake:
         self.catalogue = catalogue
         self.broker = broker
         self.engine = engine
+        self._on_ledger_error = on_ledger_error
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         structlog.contextvars.clear_contextvars()
@@ -100,8 +104,11 @@ class Intake:
         try:
             result = await self.ledger.claim(record, reply)
         except Exception as exc:  # noqa: BLE001 - ledger down: keep the message, try later
-            log.error("ledger unavailable; the delivery goes back to the queue", error=f"{type(exc).__name__}: {exc}")
-            await self._later(message, "ledger unavailable")
+            log.error(
+                "ledger unavailable; intake pauses and the delivery goes back", error=f"{type(exc).__name__}: {exc}"
+            )
+            self._on_ledger_error()
+            await self._later(message, "ledger unavailable", pause=1.0)
             return
         crashpoint("after_claim")
         # even if the ack is lost the claim stands: the redelivery is answered as a duplicate
@@ -174,9 +181,9 @@ class Intake:
             log.warning("could not ack; the broker will redeliver and the ledger will answer", error=type(exc).__name__)
             return False
 
-    async def _later(self, message: AbstractIncomingMessage, why: str) -> None:
+    async def _later(self, message: AbstractIncomingMessage, why: str, pause: float | None = None) -> None:
         count = _delivery_count(message)
-        pause = min(_MAX_PAUSE, 0.5 * 2**count)
+        pause = min(_MAX_PAUSE, 0.5 * 2**count) if pause is None else pause
         log.warning("delivery returned to the queue", reason=why, delivery_count=count, pause=pause)
         await asyncio.sleep(pause)
         try:

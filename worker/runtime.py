@@ -65,10 +65,19 @@ class Daemon:
         )
         self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
         self.broker = Broker(settings, self._handle)
-        self.intake = Intake(settings, self.ledger, self.hooks, self.catalogue, self.broker, self.engine)
+        self.intake = Intake(
+            settings,
+            self.ledger,
+            self.hooks,
+            self.catalogue,
+            self.broker,
+            self.engine,
+            on_ledger_error=self._ledger_down,
+        )
         self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id)
         self._stop = asyncio.Event()
-        self._paused = False
+        self._holds: set[str] = set()  # reasons intake is paused: "capacity", "ledger"
+        self._gate_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
         self.health_port: int | None = None
@@ -76,8 +85,8 @@ class Daemon:
 
     @property
     def paused(self) -> bool:
-        """True while intake is paused on purpose (at ``max_inflight``)."""
-        return self._paused
+        """True while intake is paused on purpose (at ``max_inflight``, or while the ledger fails)."""
+        return bool(self._holds)
 
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT when installed)."""
@@ -116,8 +125,7 @@ class Daemon:
         assert self.outbox is not None
         self._tasks = [asyncio.create_task(self.outbox.run()), asyncio.create_task(self._leases())]
         await self.broker.connect()
-        if not self._paused:
-            await self.broker.start_consuming()
+        await self._apply_gate()
         self.ready.set()
         log.info("ready", jobs=self.engine.load)
         await self._stop.wait()
@@ -155,14 +163,52 @@ class Daemon:
     def _on_load(self, load: int) -> None:
         """Pause intake at ``max_inflight`` jobs; resume below 90 % of it."""
         limit = self.settings.max_inflight
-        if not self._paused and load >= limit:
-            self._paused = True
-            log.warning("at max_inflight; intake paused", jobs=load)
-            asyncio.get_running_loop().create_task(self.broker.stop_consuming())
-        elif self._paused and load < max(1, int(limit * 0.9)) and not self._stop.is_set():
-            self._paused = False
-            log.info("below max_inflight; intake resumed", jobs=load)
-            asyncio.get_running_loop().create_task(self.broker.start_consuming())
+        if load >= limit:
+            self._set_hold("capacity", True, jobs=load)
+        elif load < max(1, int(limit * 0.9)):
+            self._set_hold("capacity", False, jobs=load)
+
+    def _ledger_down(self) -> None:
+        """Intake could not write the ledger: stop taking deliveries until it answers again.
+
+        Nacking deliveries one by one would spend their delivery limit and dead-letter
+        healthy requests during a long outage; pausing costs each at most one delivery.
+        """
+        if "ledger" not in self._holds:
+            self._set_hold("ledger", True)
+            self._tasks.append(asyncio.get_running_loop().create_task(self._await_ledger()))
+
+    async def _await_ledger(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                async with asyncio.timeout(5):
+                    await self.ledger.get("__ping__")
+            except Exception:  # noqa: BLE001 - still down
+                continue
+            self._set_hold("ledger", False)
+            return
+
+    def _set_hold(self, reason: str, on: bool, **context: object) -> None:
+        before = bool(self._holds)
+        if on:
+            self._holds.add(reason)
+        else:
+            self._holds.discard(reason)
+        if before != bool(self._holds):
+            level = log.warning if on else log.info
+            level("intake paused" if on else "intake resumed", reason=reason, **context)
+            if self.ready.is_set():
+                asyncio.get_running_loop().create_task(self._apply_gate())
+
+    async def _apply_gate(self) -> None:
+        """Consume exactly when nothing holds intake and the daemon is not stopping."""
+        async with self._gate_lock:
+            want = not self._holds and not self._stop.is_set()
+            if want and not self.broker.consuming:
+                await self.broker.start_consuming()
+            elif not want and self.broker.consuming:
+                await self.broker.stop_consuming()
 
     async def _leases(self) -> None:
         period = self.settings.lease_seconds / 3
