@@ -40,6 +40,10 @@ class Broker:
         # strong references: aio-pika restores only channels and queues still alive (aio-pika #536)
         self._consume_channel: AbstractRobustChannel | None = None
         self._publish_channel: AbstractRobustChannel | None = None
+        # replies and dead letters go through the default exchange on a channel of their own:
+        # aiormq matches a returned message to its publish by message_id, and a final event
+        # shares its message_id with its reply, so one unroutable copy must not fail the other
+        self._direct_channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._consumer_tag: str | None = None
         self._connected = asyncio.Event()
@@ -74,6 +78,7 @@ class Broker:
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         self._consume_channel = await self._channel(prefetch=self.settings.prefetch)
         self._publish_channel = await self._channel(prefetch=0)
+        self._direct_channel = await self._channel(prefetch=0)
         await self._declare()
         self._connected.set()
         metrics.BROKER_CONNECTED.set(1)
@@ -125,6 +130,12 @@ class Broker:
                     await self._queue.cancel(tag)
             except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
                 log.warning("could not cancel the consumer cleanly", error=type(exc).__name__)
+            except asyncio.CancelledError:
+                # a dropped connection fails pending calls with CancelledError (see publish)
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                log.warning("connection lost while cancelling the consumer")
 
     async def publish(
         self,
@@ -137,7 +148,7 @@ class Broker:
         headers: dict[str, Any] | None = None,
     ) -> None:
         """Publish persistently and wait for the confirm; raise on nack, return, or timeout."""
-        if self._publish_channel is None:
+        if self._publish_channel is None or self._direct_channel is None:
             raise ConnectionError("broker is not connected")
         message = aio_pika.Message(
             body,
@@ -149,7 +160,7 @@ class Broker:
         )
         async with asyncio.timeout(self.settings.publish_timeout):
             target = (
-                self._publish_channel.default_exchange
+                self._direct_channel.default_exchange
                 if exchange == ""
                 else await self._publish_channel.get_exchange(exchange, ensure=False)
             )
