@@ -64,7 +64,7 @@ def build_event(
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), sort_keys=False).encode()
+    return json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
 
 
 def routing_key(status: str) -> str:

@@ -74,7 +74,11 @@ class Intake:
             return
         assert request.id is not None
         structlog.contextvars.bind_contextvars(request_id=request.id)
-        await self._claim(message, request)
+        try:
+            await self._claim(message, request)
+        except Exception:  # noqa: BLE001 - never leave a delivery neither acked nor returned
+            log.exception("claiming the request crashed; the delivery goes back to the queue")
+            await self._later(message, "claim crashed")
 
     async def _parse(self, message: AbstractIncomingMessage) -> VideoRequest:
         s = self.settings

@@ -19,6 +19,9 @@ from worker.errors import InvalidRequest
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _ID = re.compile(ID_PATTERN)
 
+#: Deepest nesting accepted anywhere in a request (metadata, provider options, trace).
+MAX_DEPTH = 32
+
 #: Fields that belong to videoworker and are never sent to OpenRouter.
 LOCAL_FIELDS = frozenset({"id", "metadata", "delivery"})
 
@@ -117,10 +120,11 @@ def parse_request(
 def salvage_reply(body: bytes) -> dict[str, Any]:
     """Best-effort ``id`` and ``metadata`` of a refused body, so the failed event can name them."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        # lenient here: NaN/Infinity become null, so the refusal can still name the id
+        data = json.loads(body, parse_constant=lambda _: None)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or _depth(data) > MAX_DEPTH:
         return {}
     found: dict[str, Any] = {}
     if isinstance(data.get("id"), str) and _ID.fullmatch(data["id"]) and data["id"].strip("."):
@@ -138,12 +142,34 @@ def _decode(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"body is not UTF-8 (bad byte at offset {exc.start})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"body nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"body must be a JSON object, got {type(data).__name__}")
+    if _depth(data) > MAX_DEPTH:
+        raise InvalidRequest(f"body nests deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; echoed in events they would break strict parsers elsewhere
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _explain(exc: ValidationError) -> InvalidRequest:

@@ -97,9 +97,15 @@ class Hooks:
         self.pm.hook.videoworker_validate_request(request=request, catalogue=catalogue, settings=self.settings)
 
     async def store_output(self, request: VideoRequest, output: OutputFile) -> list[StoredOutput]:
-        results = self.pm.hook.videoworker_store_output(request=request, output=output, settings=self.settings)
-        stored = [await _await_maybe(r) for r in results]
-        return [s for s in reversed(stored) if s is not None]
+        """Run every storage plugin in registration order (built-ins first), one at a time."""
+        kwargs: dict[str, Any] = {"request": request, "output": output, "settings": self.settings}
+        stored = []
+        for impl in self.pm.hook.videoworker_store_output.get_hookimpls():
+            # created only when it is awaited: a failure leaves no other plugin's coroutine dangling
+            result = await _await_maybe(impl.function(*(kwargs[arg] for arg in impl.argnames)))
+            if result is not None:
+                stored.append(result)
+        return stored
 
     async def job_event(self, event: JobEvent) -> None:
         """Call every observer on its own: a failure or hang is logged and counted, never raised."""

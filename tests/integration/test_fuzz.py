@@ -385,16 +385,6 @@ _DEEP_300 = json.dumps({**_base, "id": "deep", "metadata": {"a": json.loads("[" 
 _DEEP_100K = b'{"id": "deep", "model": "sim/fast", "prompt": "x", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
-@pytest.mark.xfail(
-    reason="bug: deeply nested JSON is not refused. Depth >= 256 (here 300, a 700-byte message) parses, then "
-    "request.wire() in Intake._claim (worker/intake.py:99) raises pydantic's 'Circular reference detected (depth "
-    "exceeded)' ValueError outside any try: the delivery is never acked or nacked, the daemon logs nothing (only "
-    "aiormq's 'Consumer callback failed'), no reply or dead letter, and it holds a prefetch slot until the "
-    "connection closes (`prefetch` such messages stall the consumer for good). "
-    "Depth ~1000+ makes json.loads raise RecursionError (not a ValueError) in messages._decode, so it is treated as "
-    "a crash and retried until the broker's delivery limit, with no failed reply",
-    strict=True,
-)
 @pytest.mark.parametrize("raw", [_DEEP_300, _DEEP_100K], ids=["depth-300", "depth-100k"])
 async def test_deeply_nested_json_is_refused(daemon: Any, observer: Observer, sim: SimulatorThread, raw: bytes) -> None:
     """Expected: a failed invalid_request reply and a dead letter, like any other bad input; the daemon goes on."""
@@ -415,13 +405,6 @@ def _strict_json(raw: bytes) -> Any:
     return json.loads(raw, parse_constant=refuse)
 
 
-@pytest.mark.xfail(
-    reason="bug: NaN/Infinity/-Infinity are accepted as JSON (worker/messages.py _decode uses json.loads without "
-    "parse_constant). The request completes; its metadata is echoed into every result event as the bare tokens "
-    "NaN/Infinity (worker/events.py encode), which strict JSON parsers of other languages reject, and the same "
-    "values in provider/trace are silently sent to OpenRouter as null",
-    strict=True,
-)
 async def test_non_json_numbers_are_refused(daemon: Any, observer: Observer, sim: SimulatorThread) -> None:
     """Expected: NaN/Infinity are not JSON, so the request is refused and dead-lettered; every event is strict JSON."""
     await daemon()

@@ -250,12 +250,6 @@ class SpyStore:
         return coroutine
 
 
-@pytest.mark.xfail(
-    reason="bug (minor): worker/plugins.py Hooks.store_output creates every storage plugin's coroutine, then awaits "
-    "them one by one; when one raises, the later ones are neither awaited nor closed ('coroutine ... was never "
-    "awaited' RuntimeWarning, e.g. for the built-in local store)",
-    strict=True,
-)
 async def test_a_failing_store_leaves_no_storage_coroutine_dangling(
     daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
