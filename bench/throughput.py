@@ -60,7 +60,9 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
     port = _free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "worker", "simulate", "--port", str(port), "--job-seconds", *map(str, job_seconds)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
     for _ in range(100):
@@ -72,9 +74,17 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
     suffix = uuid.uuid4().hex[:6]
     data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
     settings = load_settings(
-        None, openrouter_api_key="sim-key", openrouter_base_url=base, data_dir=data_dir,
-        request_queue=f"bench.{suffix}", events_exchange=f"bench.{suffix}.events", poll_interval=poll[0],
-        poll_max_interval=poll[1], max_inflight=max(jobs, 10), log_level="warning", log_format="json",
+        None,
+        openrouter_api_key="sim-key",
+        openrouter_base_url=base,
+        data_dir=data_dir,
+        request_queue=f"bench.{suffix}",
+        events_exchange=f"bench.{suffix}.events",
+        poll_interval=poll[0],
+        poll_max_interval=poll[1],
+        max_inflight=max(jobs, 10),
+        log_level="warning",
+        log_format="json",
         prefetch=256,
     )
     configure_logging(settings.log_level, settings.log_format)
@@ -97,7 +107,9 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
 
     await replies.consume(on_reply)
     started = time.perf_counter()
-    publish_s = await _publish(settings.amqp_url.get_secret_value(), settings.request_queue, jobs, replies.name, channel)
+    publish_s = await _publish(
+        settings.amqp_url.get_secret_value(), settings.request_queue, jobs, replies.name, channel
+    )
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
@@ -122,7 +134,8 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
         "polls_per_job": round(stats["polls"] / jobs, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ledger_mib": round(sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite3*")) / 2**20, 1)
-        if ledger.exists() else 0,
+        if ledger.exists()
+        else 0,
     }
 
 

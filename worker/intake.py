@@ -76,7 +76,7 @@ class Intake:
         structlog.contextvars.bind_contextvars(request_id=request.id)
         try:
             await self._claim(message, request)
-        except Exception:  # noqa: BLE001 - never leave a delivery neither acked nor returned
+        except Exception:  # never leave a delivery neither acked nor returned
             log.exception("claiming the request crashed; the delivery goes back to the queue")
             await self._later(message, "claim crashed")
 

@@ -15,8 +15,14 @@ from worker.simulator import SimulatorThread
 
 async def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", *args, cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return int(proc.returncode or 0), out.decode(), err.decode()
@@ -35,8 +41,21 @@ def _env(settings: Settings) -> dict[str, str]:
 async def test_submit_wait_shows_progress_and_result(daemon: Any, observer: Observer) -> None:
     """`submit --wait` publishes, prints progress on stderr and the final event as JSON on stdout."""
     d = await daemon()
-    code, out, err = await _cli("submit", "--model", "google/veo-3.1", "--prompt", "cli test", "--id", "cli-1",
-                                "--metadata", '{"k": 1}', "--wait", "--timeout", "60", env=_env(d.settings))
+    code, out, err = await _cli(
+        "submit",
+        "--model",
+        "google/veo-3.1",
+        "--prompt",
+        "cli test",
+        "--id",
+        "cli-1",
+        "--metadata",
+        '{"k": 1}',
+        "--wait",
+        "--timeout",
+        "60",
+        env=_env(d.settings),
+    )
     assert code == 0, err
     final = json.loads(out)
     assert final["id"] == "cli-1" and final["status"] == "completed" and final["metadata"] == {"k": 1}
@@ -54,8 +73,9 @@ async def test_submit_from_file_and_failed_exit_code(daemon: Any, observer: Obse
 
 
 async def test_models_lists_the_simulator_catalogue(sim: SimulatorThread) -> None:
-    code, out, err = await _cli("models", "--json", env={"OPENROUTER_API_KEY": sim.api_key,
-                                                         "VIDEOWORKER_OPENROUTER_BASE_URL": sim.base_url})
+    code, out, err = await _cli(
+        "models", "--json", env={"OPENROUTER_API_KEY": sim.api_key, "VIDEOWORKER_OPENROUTER_BASE_URL": sim.base_url}
+    )
     assert code == 0, err
     assert "google/veo-3.1" in {m["id"] for m in json.loads(out)}
 

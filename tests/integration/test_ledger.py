@@ -82,17 +82,27 @@ async def ledger(store: Opener) -> Ledger:
     return await store()
 
 
-def job(request_id: str | None = None, owner: str | None = "A", lease_until: float | None = None,
-        state: JobState = JobState.RECEIVED, **request: Any) -> JobRecord:
+def job(
+    request_id: str | None = None,
+    owner: str | None = "A",
+    lease_until: float | None = None,
+    state: JobState = JobState.RECEIVED,
+    **request: Any,
+) -> JobRecord:
     rid = request_id or f"req-{uuid.uuid4().hex[:12]}"
-    return JobRecord(rid, state, "model-x", {"id": rid, "prompt": "a cat ☕", **request},
-                     data={"timestamps": {"received": "2024-01-01T00:00:00Z"}}, owner=owner,
-                     lease_until=time.time() + HOUR if lease_until is None else lease_until)
+    return JobRecord(
+        rid,
+        state,
+        "model-x",
+        {"id": rid, "prompt": "a cat ☕", **request},
+        data={"timestamps": {"received": "2024-01-01T00:00:00Z"}},
+        owner=owner,
+        lease_until=time.time() + HOUR if lease_until is None else lease_until,
+    )
 
 
 def msg(request_id: str, n: int, correlation_id: str | None = None) -> OutboxMessage:
-    return OutboxMessage("events", f"video.{n}", b"\x00body-" + str(n).encode(), f"mid-{n}", request_id,
-                         correlation_id)
+    return OutboxMessage("events", f"video.{n}", b"\x00body-" + str(n).encode(), f"mid-{n}", request_id, correlation_id)
 
 
 async def drain(ledger: Ledger, owner: str = "pub") -> list[OutboxMessage]:
@@ -135,9 +145,9 @@ async def test_reply_targets_accumulate_and_are_deduplicated(ledger: Ledger) -> 
 async def test_concurrent_claims_of_one_id_create_exactly_once(store: Opener) -> None:
     a, b = await store(), await store()  # two instances on one store, as two processes or hosts
     rid = "same-id"
-    results = await asyncio.gather(*(
-        (a if i % 2 else b).claim(job(rid, owner=f"o{i}"), ReplyTarget(f"q{i}", f"c{i}")) for i in range(20)
-    ))
+    results = await asyncio.gather(
+        *((a if i % 2 else b).claim(job(rid, owner=f"o{i}"), ReplyTarget(f"q{i}", f"c{i}")) for i in range(20))
+    )
     winners = [r for r in results if r.created]
     assert len(winners) == 1
     owner = winners[0].record.owner
@@ -174,8 +184,9 @@ async def test_transition_compare_and_set(ledger: Ledger) -> None:
     assert await ledger.get(rid) == rec
 
     assert await ledger.transition(rid, "A", JobState.RECEIVED, JobState.SUBMITTING, attempts=1)
-    assert await ledger.transition(rid, "A", JobState.SUBMITTING, JobState.SUBMITTED, job_id="j-1",
-                                   data={"k": [1, "ü"]})
+    assert await ledger.transition(
+        rid, "A", JobState.SUBMITTING, JobState.SUBMITTED, job_id="j-1", data={"k": [1, "ü"]}
+    )
     got = await ledger.get(rid)
     assert got is not None
     assert (got.state, got.job_id, got.attempts, got.data) == (JobState.SUBMITTED, "j-1", 1, {"k": [1, "ü"]})
@@ -204,8 +215,9 @@ async def test_transition_records_outbox_and_reply_fan_out_atomically(ledger: Le
     await ledger.claim(job(rec.request_id), ReplyTarget("reply-b"))
     rid = rec.request_id
     # a lost compare-and-set records nothing
-    assert not await ledger.transition(rid, "B", JobState.RECEIVED, JobState.FAILED, outbox=[msg(rid, 0)],
-                                       reply_body=b"no")
+    assert not await ledger.transition(
+        rid, "B", JobState.RECEIVED, JobState.FAILED, outbox=[msg(rid, 0)], reply_body=b"no"
+    )
     assert (await ledger.counts())["outbox_pending"] == 0
 
     assert await fail(ledger, rid, outbox=[msg(rid, 1), msg(rid, 2, "c2")], reply_body=b"final")
@@ -256,8 +268,7 @@ async def test_enqueue_and_claim_outbox_leases(ledger: Ledger) -> None:
 async def test_claim_outbox_from_two_instances_splits_rows(store: Opener) -> None:
     a, b = await store(), await store()
     await a.enqueue([msg("r", n) for n in range(40)])
-    got = await asyncio.gather(*(led.claim_outbox(f"p{i}", time.time() + HOUR, 5)
-                                 for i, led in enumerate([a, b] * 4)))
+    got = await asyncio.gather(*(led.claim_outbox(f"p{i}", time.time() + HOUR, 5) for i, led in enumerate([a, b] * 4)))
     ids = [m.id for batch in got for m in batch]
     assert len(ids) == 40 and len(set(ids)) == 40
 
@@ -310,7 +321,11 @@ async def test_adopt_takes_only_free_unfinished_rows(ledger: Ledger) -> None:
         got = by_id[original.request_id]
         assert got.owner == "me" and got.lease_until == pytest.approx(until)
         assert (got.state, got.model, got.request, got.data) == (
-            original.state, original.model, original.request, original.data)
+            original.state,
+            original.model,
+            original.request,
+            original.data,
+        )
         assert await ledger.get(original.request_id) == got
     assert await ledger.get(live.request_id) == live
     still = await ledger.get(terminal.request_id)
@@ -327,8 +342,7 @@ async def test_adopt_respects_limit_and_concurrent_adopters_split_rows(store: Op
     for rec in recs:
         await a.claim(rec, None)
     assert len(await a.adopt("solo", time.time() - 1, [], 3)) == 3  # limit; lease already over
-    got = await asyncio.gather(*(led.adopt(f"o{i}", time.time() + HOUR, [], 4)
-                                 for i, led in enumerate([a, b] * 5)))
+    got = await asyncio.gather(*(led.adopt(f"o{i}", time.time() + HOUR, [], 4) for i, led in enumerate([a, b] * 5)))
     ids = [r.request_id for batch in got for r in batch]
     assert len(ids) == len(set(ids))  # no row adopted twice
     rest = await a.adopt("last", time.time() + HOUR, [], 100)

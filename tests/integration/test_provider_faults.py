@@ -47,8 +47,16 @@ async def test_mixed_provider_faults_each_job_ends_correctly(
     daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     """25% 429/5xx on submit and poll, truncated downloads, latency, failing and never-finishing jobs."""
-    sim.configure(error_rate=0.25, error_statuses=[429, 500, 502, 503], retry_after=1.0, truncate_rate=0.3,
-                  latency=[0.0, 0.2], failure_rate=0.1, never_finish_rate=0.1, job_seconds=[0.3, 1.0])
+    sim.configure(
+        error_rate=0.25,
+        error_statuses=[429, 500, 502, 503],
+        retry_after=1.0,
+        truncate_rate=0.3,
+        latency=[0.0, 0.2],
+        failure_rate=0.1,
+        never_finish_rate=0.1,
+        job_seconds=[0.3, 1.0],
+    )
     await daemon(job_timeout=6.0, download_max_attempts=10, submit_max_attempts=20)
     count = 40
     for i in range(count):
@@ -85,8 +93,10 @@ async def test_mixed_provider_faults_each_job_ends_correctly(
         else:
             assert code == "timeout", (job["status"], final)
     assert _retry_after_violations(stats["requests"]) == []
-    print(f"\nprovider faults: {count} jobs, {stats['errors_injected']} injected errors, "
-          f"{stats.get('truncations', '?')} truncated downloads, outcomes {dict(outcomes)}")
+    print(
+        f"\nprovider faults: {count} jobs, {stats['errors_injected']} injected errors, "
+        f"{stats.get('truncations', '?')} truncated downloads, outcomes {dict(outcomes)}"
+    )
 
 
 async def test_reset_after_submit_is_reported_not_resubmitted(
@@ -122,15 +132,14 @@ async def test_gateway_error_on_submit_is_ambiguous(
     assert len([e for e in sim.stats()["requests"] if e["method"] == "POST"]) == 1
 
 
-async def test_rate_limited_submit_waits_for_retry_after(
-    daemon: Any, observer: Observer, sim: SimulatorThread
-) -> None:
+async def test_rate_limited_submit_waits_for_retry_after(daemon: Any, observer: Observer, sim: SimulatorThread) -> None:
     """429 with Retry-After: 2 on every submit for a while; retries come no sooner, then the job completes."""
     sim.configure(error_rate=1.0, error_statuses=[429], retry_after=2.0)
     await daemon()
     await observer.publish(_req(429))
-    await observer.wait(lambda: len([e for e in sim.stats()["requests"] if e["method"] == "POST"]) >= 2,
-                        what="two submit attempts")
+    await observer.wait(
+        lambda: len([e for e in sim.stats()["requests"] if e["method"] == "POST"]) >= 2, what="two submit attempts"
+    )
     sim.configure(error_rate=0.0)
     await observer.wait(lambda: observer.reply_for("pf-429"), timeout=60, what="reply")
     assert observer.reply_for("pf-429")[0]["status"] == "completed"

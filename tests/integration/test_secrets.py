@@ -22,8 +22,14 @@ def _clean(text: str, where: str) -> None:
 
 async def test_full_run_never_leaks_the_key(process: Any, observer: Observer, sim: SimulatorThread) -> None:
     """A run with successes, bad input, provider errors and failures: grep everything for the key."""
-    sim.configure(api_key=CANARY, error_rate=0.3, error_statuses=[429, 500, 503], retry_after=0.2,
-                  failure_rate=0.3, truncate_rate=0.3)
+    sim.configure(
+        api_key=CANARY,
+        error_rate=0.3,
+        error_statuses=[429, 500, 503],
+        retry_after=0.2,
+        failure_rate=0.3,
+        truncate_rate=0.3,
+    )
     daemon = process(openrouter_api_key=CANARY)
     daemon.start(VIDEOWORKER_LOG_LEVEL="debug")
     for i in range(12):
@@ -35,7 +41,7 @@ async def test_full_run_never_leaks_the_key(process: Any, observer: Observer, si
     log = daemon.log.read_text()
     assert "job finished" in log  # the log really is the daemon's
     _clean(log, "the daemon log")
-    for key, body, msg in observer.events:
+    for key, _body, msg in observer.events:
         _clean(msg.body.decode(), f"event {key}")
     for _, msg in observer.replies:
         _clean(msg.body.decode(), "a reply")
@@ -49,8 +55,9 @@ def test_help_and_config_never_show_the_key() -> None:
     outputs = []
     for args in (["--help"], ["run", "--help"], ["submit", "--help"], ["simulate", "--help"], ["config"]):
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "worker", *args], env=env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "worker", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, (args, result.stderr, time.monotonic() - started)
         outputs.append(result.stdout + result.stderr)
     text = "\n".join(outputs)
