@@ -39,7 +39,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _publish(url: str, queue: str, n: int, reply_to: str, channel: aio_pika.abc.AbstractChannel) -> float:
+async def _publish(queue: str, n: int, reply_to: str, channel: aio_pika.abc.AbstractChannel) -> float:
     started = time.perf_counter()
     sem = asyncio.Semaphore(500)
 
@@ -107,9 +107,7 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
 
     await replies.consume(on_reply)
     started = time.perf_counter()
-    publish_s = await _publish(
-        settings.amqp_url.get_secret_value(), settings.request_queue, jobs, replies.name, channel
-    )
+    publish_s = await _publish(settings.request_queue, jobs, replies.name, channel)
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
