@@ -329,7 +329,8 @@ async def assert_recovered(listener: Listener, settings: Settings, ids: list[str
     for i in ids:
         statuses = {b["status"] for b in listener.replies[i]}
         assert statuses == {"completed"}, f"{i}: {listener.replies[i]}"
-    assert listener.finals_on_exchange(ids)
+    # events and replies travel on different channels, so the events may trail the replies a little
+    await until(lambda: listener.finals_on_exchange(ids), 15, "a final event on the exchange for every request")
 
     async def drained() -> bool:
         messages, consumers = await listener.queue_stats(settings.request_queue)
