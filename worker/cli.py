@@ -208,6 +208,15 @@ def submit(obj: _Ctx, /, file: Any, wait: bool, timeout: float, metadata: str | 
 @click.option("--truncate-rate", type=float, default=0.0, show_default=True, help="Downloads cut short.")
 @click.option("--latency", nargs=2, type=float, default=(0.0, 0.0), show_default=True, help="Added delay range, s.")
 @click.option("--never-finish-rate", type=float, default=0.0, show_default=True, help="Jobs that never finish.")
+@click.option(
+    "--submit-reset-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Submits accepted, then the connection is cut (ambiguous).",
+)
+@click.option("--outputs", type=int, default=1, show_default=True, help="Videos per job.")
+@click.option("--seed", type=int, default=None, help="Seed the fault dice, for repeatable runs.")
 def simulate(
     host: str,
     port: int,
@@ -218,6 +227,9 @@ def simulate(
     truncate_rate: float,
     latency: tuple[float, float],
     never_finish_rate: float,
+    submit_reset_rate: float,
+    outputs: int,
+    seed: int | None,
 ) -> None:
     """Serve a simulator of OpenRouter's video API (base URL http://HOST:PORT/api/v1)."""
     from worker.simulator import SimConfig, serve
@@ -230,6 +242,9 @@ def simulate(
         truncate_rate=truncate_rate,
         latency=latency,
         never_finish_rate=never_finish_rate,
+        submit_reset_rate=submit_reset_rate,
+        outputs=outputs,
+        seed=seed,
     )
 
     async def forever() -> None:

@@ -225,4 +225,23 @@ def describe(settings: Settings) -> dict[str, Any]:
     data["ledger_url"] = redact_url(settings.effective_ledger_url)
     data["dead_letter_queue"] = settings.dead_letter_queue
     data["data_dir"] = str(settings.data_dir)
+    data["plugins"] = {name: _redact_section(section) for name, section in settings.plugins.items()}
     return data
+
+
+_SECRET_HINTS = ("secret", "token", "password", "key", "webhook", "credential")
+
+
+def _redact_section(section: dict[str, Any]) -> dict[str, Any]:
+    """Plugin settings as printable: values under secret-looking names, and URL passwords, hidden."""
+    shown: dict[str, Any] = {}
+    for name, value in section.items():
+        if any(hint in name.lower() for hint in _SECRET_HINTS):
+            shown[name] = "***"
+        elif isinstance(value, dict):
+            shown[name] = _redact_section(value)
+        elif isinstance(value, str) and "://" in value:
+            shown[name] = redact_url(value)
+        else:
+            shown[name] = value
+    return shown
