@@ -64,10 +64,13 @@ async def run_demo(config: Path | None, count: int, data_dir: Path) -> int:
                 "duration": 4,
                 "resolution": "720p",
                 "metadata": {"demo": i},
+                "id": f"demo-{suffix}-{i}",
             }
             for i in range(count)
         ]
-        requests.append({"model": "google/veo-3.1", "prompt": "too big", "resolution": "9000p"})
+        requests.append(
+            {"id": f"demo-{suffix}-bad", "model": "google/veo-3.1", "prompt": "too big", "resolution": "9000p"}
+        )
         click.echo(f"published {count} requests and one bad one; waiting for results…")
         try:
             results = await submit(settings, requests, wait=120, on_event=_progress)
