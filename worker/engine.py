@@ -10,6 +10,7 @@ compare-and-set (another instance adopted the job) drops the job from memory.
 from __future__ import annotations
 
 import asyncio
+import glob
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -243,6 +244,7 @@ class Engine:
             reply_message_id=message_id(live.id, status),
         )
         if ok:
+            self._remove_parts(live.id)
             code = error["code"] if error else ""
             metrics.JOBS_FINISHED.labels(model=live.request.model, status=status, code=code).inc()
             log.info("job finished", status=status, code=code or None)
@@ -428,6 +430,11 @@ class Engine:
             for f in files:
                 f.path.unlink(missing_ok=True)
             await self._complete(live)
+
+    def _remove_parts(self, request_id: str) -> None:
+        """Delete a finished job's downloads, also those a killed predecessor left behind."""
+        for part in self._tmp.glob(f"{glob.escape(request_id)}.*.part"):
+            part.unlink(missing_ok=True)
 
     async def _download(self, live: Live, index: int) -> OutputFile:
         assert live.record.job_id is not None

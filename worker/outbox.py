@@ -22,17 +22,17 @@ from worker.schedule import backoff
 
 log = structlog.get_logger("worker.outbox")
 _BATCH = 256
-_LEASE = 60.0
 _IDLE = 1.0
 
 
 class OutboxRelay:
     """One loop per instance; several instances share the outbox table through leases."""
 
-    def __init__(self, ledger: Ledger, broker: Broker, owner: str) -> None:
+    def __init__(self, ledger: Ledger, broker: Broker, owner: str, lease: float) -> None:
         self.ledger = ledger
         self.broker = broker
         self.owner = owner
+        self.lease = lease
         self._wake = asyncio.Event()
         self.failures = 0
 
@@ -59,7 +59,7 @@ class OutboxRelay:
 
     async def flush(self) -> int:
         """Publish one batch; return how many were confirmed."""
-        batch = await self.ledger.claim_outbox(self.owner, time.time() + _LEASE, _BATCH)
+        batch = await self.ledger.claim_outbox(self.owner, time.time() + self.lease, _BATCH)
         if not batch:
             return 0
         results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)

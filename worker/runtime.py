@@ -74,7 +74,7 @@ class Daemon:
             self.engine,
             on_ledger_error=self._ledger_down,
         )
-        self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id)
+        self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id, settings.lease_seconds)
         self._stop = asyncio.Event()
         self._holds: set[str] = set()  # reasons intake is paused: "capacity", "ledger"
         self._gate_lock = asyncio.Lock()

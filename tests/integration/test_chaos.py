@@ -11,10 +11,8 @@ time. The last one runs to quiescence. Then, per request id:
 * the only failure allowed is ``submit_outcome_unknown`` (a kill inside the open
   window), and there are no more of those than kills;
 * no ``.part`` download is left in ``<data_dir>/tmp``, every ledger row is terminal, and
-  every outbox row is published. Two known bugs are excused and counted in the summary,
-  each pinned by a deterministic xfail test below: outbox rows a killed relay still holds
-  a 60 s lease on, and the ``.part`` of a job killed between its ``stored`` commit and
-  the deletion of its download.
+  every outbox row is published, also those a killed relay had leased (two bugs this test
+  found, each now pinned by a deterministic test below).
 
 ``pytest -s`` prints one summary line with the figures.
 """
@@ -120,8 +118,7 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     finally:
         publisher.cancel()
 
-    # the last daemon runs to quiescence: every id answered, then nothing left in the outbox but
-    # rows a killed relay still holds a lease on (the known bug: test_killed_relay_... below)
+    # the last daemon runs to quiescence: every id answered, then nothing left in the outbox
     drain_started = time.monotonic()
     deadline = drain_started + DRAIN_TIMEOUT
     ledger_path = Path(urlsplit(daemon.settings.effective_ledger_url).path)
@@ -133,7 +130,7 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
             break
         await asyncio.sleep(0.1)
     while time.monotonic() < deadline:
-        if all(owner in dead for owner in _ledger_rows(ledger_path)[1]):
+        if not _ledger_rows(ledger_path)[1]:
             quiet_seconds = time.monotonic() - drain_started
             break
         await asyncio.sleep(0.2)
@@ -158,9 +155,6 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     # jobs a restart took over from its killed predecessor: shows the kills landed on work in flight
     adoptions = [_adoptions(d.log) for d in lives]
     adopted = sum(len(a) for a in adoptions)
-    # a kill between the `stored` commit and deleting the download leaks the .part (known bug:
-    # test_restart_after_stored_commit_removes_the_download below); only those are excused
-    adopted_stored = {i for a in adoptions for i, state in a if state == "stored"}
     part_leaks = len(set((daemon.settings.data_dir / "tmp").glob("*.part")))
     print(
         f"\nchaos: jobs={JOBS} kills={kills} adopted_after_kills={adopted} lost={len(lost)} "
@@ -194,11 +188,9 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
 
     assert set(states) == set(ids)
     assert not {i: s for i, s in states.items() if s not in TERMINAL}, "rows left unfinished in the ledger"
-    unsent = [o for o in pending if o not in dead]
-    assert not unsent, f"{len(unsent)} outbox row(s) never published (lease owners {set(unsent)})"
-    leftovers = {p.name.split(".")[0] for p in (daemon.settings.data_dir / "tmp").glob("*.part")}
-    unexplained = leftovers - adopted_stored
-    assert not unexplained, f".part files left behind (not by the known stored-adoption leak): {sorted(unexplained)}"
+    assert not pending, f"{len(pending)} outbox row(s) never published (lease owners {set(pending)})"
+    leftovers = sorted(p.name for p in (daemon.settings.data_dir / "tmp").glob("*.part"))
+    assert not leftovers, f".part files left behind: {leftovers}"
     assert not observer.dead, "a request was dead-lettered"
 
 
@@ -217,11 +209,6 @@ def _outbox_final(path: Path, request_id: str) -> tuple[str | None, list[tuple[s
     return (row[0] if row else None), rows
 
 
-@pytest.mark.xfail(
-    reason="bug: worker/outbox.py _LEASE=60 s and Ledger.claim_outbox ignore dead local owners: events a "
-    "SIGKILLed relay had claimed wait 60 s after the restart, whatever lease_seconds says",
-    strict=True,
-)
 async def test_killed_relay_does_not_hold_the_final_event_for_a_minute(
     process: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
@@ -264,11 +251,6 @@ async def test_killed_relay_does_not_hold_the_final_event_for_a_minute(
     assert observer.reply_for("relay-1")[0]["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    reason="bug: worker/engine.py _deliver deletes the .part only after the `stored` commit, and resume() of a "
-    "`stored` row goes straight to _complete: a SIGKILL between the two leaks <data_dir>/tmp/<id>.<i>.part for good",
-    strict=True,
-)
 async def test_restart_after_stored_commit_removes_the_download(
     process: Any, observer: Observer, sim: SimulatorThread
 ) -> None:

@@ -268,11 +268,6 @@ async def test_sqlite_two_instances_share_one_data_dir(process: Any, observer: O
     assert not list((first.settings.data_dir / "tmp").glob("*.part"))
 
 
-@pytest.mark.xfail(
-    reason="bug: worker/ledger/sqlite.py SQLiteLedger._connect runs PRAGMA journal_mode=WAL, which fails at "
-    "once with 'database is locked' (no busy wait) while a peer holds a write transaction on a fresh ledger file",
-    strict=True,
-)
 async def test_sqlite_start_waits_for_a_peer_holding_the_new_ledger(process: Any) -> None:
     """A daemon starting while a peer creates the (not yet WAL) ledger file waits for it instead of crashing.
 

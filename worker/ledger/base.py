@@ -120,11 +120,14 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
-        """Take unfinished rows nobody holds: expired leases, released rows, ``dead_owners``'s rows."""
+        """Take unfinished rows nobody holds: expired leases, released rows, ``dead_owners``'s rows.
+
+        Also frees the outbox messages ``dead_owners`` had leased, for any relay to publish.
+        """
 
     @abc.abstractmethod
     async def live_owners(self) -> list[str]:
-        """Owners that hold unfinished rows (to find dead processes on this host)."""
+        """Owners that hold unfinished rows or unsent outbox messages (to find dead processes on this host)."""
 
     @abc.abstractmethod
     async def release(self, owner: str) -> int:

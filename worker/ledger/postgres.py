@@ -300,6 +300,12 @@ class PostgresLedger(Ledger):
         ``SKIP LOCKED`` lets peers adopt at the same time without waiting for each other or
         taking the same row; rows a peer is moving right now are simply left for later.
         """
+        dead = list(dead_owners)
+        if dead:
+            # a dead owner's leased, unsent events are free too, not only its jobs
+            await self._require().execute(
+                "UPDATE outbox SET lease_until = 0 WHERE sent_at IS NULL AND lease_owner = ANY($1::text[])", dead
+            )
         rows = await self._require().fetch(
             "WITH picked AS ("
             f" SELECT request_id FROM jobs WHERE {_LIVE}"
@@ -310,14 +316,17 @@ class PostgresLedger(Ledger):
             owner,
             float(until),
             now(),
-            list(dead_owners),
+            dead,
             _limit(limit),
         )
         return [_record(r) for r in rows]
 
     async def live_owners(self) -> list[str]:
-        """Distinct owners of unfinished rows."""
-        rows = await self._require().fetch(f"SELECT DISTINCT owner FROM jobs WHERE {_LIVE} AND owner IS NOT NULL")
+        """Distinct owners of unfinished rows and of leased, unsent outbox messages."""
+        rows = await self._require().fetch(
+            f"SELECT DISTINCT owner FROM jobs WHERE {_LIVE} AND owner IS NOT NULL"
+            " UNION SELECT DISTINCT lease_owner FROM outbox WHERE sent_at IS NULL AND lease_owner IS NOT NULL"
+        )
         return [r[0] for r in rows]
 
     async def release(self, owner: str) -> int:

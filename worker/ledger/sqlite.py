@@ -15,6 +15,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,7 +120,7 @@ class SQLiteLedger(Ledger):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wait_for_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(SCHEMA)
@@ -254,6 +255,8 @@ class SQLiteLedger(Ledger):
 
         def op(conn: sqlite3.Connection) -> list[JobRecord]:
             marks = ",".join("?" * len(dead)) or "NULL"
+            # a dead owner's leased, unsent events are free too, not only its jobs
+            conn.execute(f"UPDATE outbox SET lease_until = 0 WHERE sent_at IS NULL AND lease_owner IN ({marks})", dead)
             rows = conn.execute(
                 f"SELECT request_id FROM jobs WHERE state NOT IN {_TERMINAL}"
                 f" AND (owner IS NULL OR lease_until < ? OR owner IN ({marks})) LIMIT ?",
@@ -271,6 +274,7 @@ class SQLiteLedger(Ledger):
         rows = await self._run(
             lambda conn: conn.execute(
                 f"SELECT DISTINCT owner FROM jobs WHERE state NOT IN {_TERMINAL} AND owner IS NOT NULL"
+                " UNION SELECT DISTINCT lease_owner FROM outbox WHERE sent_at IS NULL AND lease_owner IS NOT NULL"
             ).fetchall()
         )
         return [r[0] for r in rows]
@@ -313,6 +317,19 @@ class SQLiteLedger(Ledger):
             return result
 
         return await self._run(op)
+
+
+def _wait_for_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch to WAL; a peer creating the same new file may hold it briefly, and this pragma does not wait."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
