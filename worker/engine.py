@@ -79,6 +79,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._observers: set[asyncio.Task[None]] = set()
         self._submitting = 0
+        self._stopping = False
         self._on_outbox = on_outbox
         self._on_load = on_load
         self._tmp = settings.data_dir / "tmp"
@@ -99,7 +100,8 @@ class Engine:
     async def stop(self, grace: float) -> None:
         """Stop taking steps; give in-flight submits ``grace`` seconds to record their job id."""
         deadline = time.monotonic() + grace
-        self._tasks[-1].cancel()  # the dispatcher: no new steps
+        self._stopping = True  # workers take no new step; queued ones stay in the ledger
+        self._tasks[-1].cancel()  # the dispatcher
         while self._submitting and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for task in [*self._tasks, *self._observers]:
@@ -170,7 +172,7 @@ class Engine:
         while True:
             request_id = await queue.get()
             live = self.jobs.get(request_id)
-            if live is None:
+            if live is None or self._stopping:
                 continue
             with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=live.record.job_id):
                 try:
