@@ -43,7 +43,7 @@ SEED = 20240611
 JOBS = 120
 KILLS = 10  # at least 6
 MODEL = "google/veo-3.1"
-DRAIN_TIMEOUT = 75.0  # > the outbox lease (60 s) a killed relay may hold on a row
+DRAIN_TIMEOUT = 75.0  # generous: the drain takes about 1.5 s
 TERMINAL = ("done", "failed", "submit_unknown")
 
 
@@ -247,7 +247,7 @@ async def test_killed_relay_does_not_hold_the_final_event_for_a_minute(
     try:
         await observer.wait(lambda: observer.reply_for("relay-1"), timeout=20, what="the final reply after the restart")
     finally:
-        print(f"\nrelay kill: final reply after {time.monotonic() - restarted:.1f}s (outbox lease is 60 s)")
+        print(f"\nrelay kill: final reply after {time.monotonic() - restarted:.1f}s")
     assert observer.reply_for("relay-1")[0]["status"] == "completed"
 
 

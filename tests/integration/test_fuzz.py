@@ -379,7 +379,7 @@ async def test_fuzzed_input_is_answered_and_never_reaches_the_provider(
     assert time.monotonic() - started < 60
 
 
-# --- edge cases hypothesis is told not to generate (they are known bugs) -------------------
+# --- edge cases hypothesis is told not to generate (bugs these tests found, now fixed) ------
 
 _DEEP_300 = json.dumps({**_base, "id": "deep", "metadata": {"a": json.loads("[" * 300 + "]" * 300)}}).encode()
 _DEEP_100K = b'{"id": "deep", "model": "sim/fast", "prompt": "x", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"

@@ -172,8 +172,8 @@ async def test_postgres_three_instances_adopt_a_killed_peer(
         early = {i: round(stranded[i][1] - at, 2) for i, (_, at) in adopted.items() if at < stranded[i][1]}
         assert not early, f"rows adopted before node-a's lease ran out (seconds early): {early}"
 
-        # every request ends once; a final event a killed relay had claimed may wait out the
-        # 60 s outbox lease (see test_chaos.py::test_killed_relay_does_not_hold_the_final_event_for_a_minute)
+        # every request ends once; a final event a killed relay had claimed waits out its
+        # outbox lease (lease_seconds), as node-a is not on "this host" for its peers
         started = time.monotonic()
 
         async def all_final() -> bool:
