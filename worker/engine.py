@@ -75,7 +75,9 @@ class Engine:
         self.jobs: dict[str, Live] = {}
         self.timers = Timers()
         self.planner = PollPlanner(settings.poll_interval, settings.poll_max_interval)
-        self._queues: dict[str, asyncio.Queue[str]] = {a: asyncio.Queue() for a in ("submit", "poll", "deliver")}
+        self._queues: dict[str, asyncio.Queue[str]] = {
+            a: asyncio.Queue() for a in ("submit", "poll", "deliver", "resume")
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._observers: set[asyncio.Task[None]] = set()
         self._submitting = 0
@@ -92,6 +94,7 @@ class Engine:
             "submit": (s.max_concurrent_submits, self._submit),
             "poll": (s.max_concurrent_polls, self._poll),
             "deliver": (s.max_concurrent_downloads, self._deliver),
+            "resume": (2, self._resume_step),
         }
         for action, (count, step) in workers.items():
             self._tasks += [asyncio.create_task(self._work(action, step)) for _ in range(count)]
@@ -119,7 +122,7 @@ class Engine:
         self._hold(Live(record, request))
         self.timers.at(0, "submit", record.request_id)
 
-    async def resume(self, record: JobRecord) -> None:
+    def resume(self, record: JobRecord) -> None:
         """Take an adopted job (after a restart, or from a dead peer) and continue where it stopped."""
         if record.request_id in self.jobs:
             return
@@ -129,13 +132,18 @@ class Engine:
         log.info("adopted job", request_id=live.id, job_id=record.job_id, state=state.value)
         if state is JobState.RECEIVED:
             self.timers.at(0, "submit", live.id)
-        elif state is JobState.SUBMITTING:
-            await self._resume_submitting(live)
         elif state in (JobState.SUBMITTED, JobState.IN_PROGRESS):
             self.timers.at(0, "poll", live.id)
         elif state is JobState.COMPLETED:
             self.timers.at(0, "deliver", live.id)
-        elif state is JobState.STORED:
+        elif state in (JobState.SUBMITTING, JobState.STORED):
+            self.timers.at(0, "resume", live.id)
+
+    async def _resume_step(self, live: Live) -> None:
+        """Finish what a dead owner left between two records: a submit in doubt, or a stored job's event."""
+        if live.record.state is JobState.SUBMITTING:
+            await self._resume_submitting(live)
+        elif live.record.state is JobState.STORED:
             await self._complete(live)
 
     async def duplicate(self, record: JobRecord, reply: ReplyTarget | None) -> None:

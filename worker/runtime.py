@@ -230,6 +230,6 @@ class Daemon:
             room = min(_ADOPT_BATCH, self.settings.max_inflight - self.engine.load)
             records = await self.ledger.adopt(me, time.time() + self.settings.lease_seconds, dead, room)
             for record in records:
-                await self.engine.resume(record)
+                self.engine.resume(record)
             if len(records) < room:
                 return
