@@ -44,11 +44,16 @@ def ensure_rabbitmq(url: str, *, wait: float = 90.0) -> str:
             f"RabbitMQ is not running on {host}:{port} and is not installed. "
             "Install it (Debian/Ubuntu: apt-get install rabbitmq-server) or set VIDEOWORKER_AMQP_URL to a broker."
         )
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if os.path.exists(ctl):
+        # a node that is up with its app stopped (rabbitmqctl stop_app) only needs start_app
+        subprocess.run([ctl, "start_app"], check=False, capture_output=True, timeout=60)
+        if reachable(host, port):
+            return f"started the RabbitMQ app ({ctl} start_app); up at {host}:{port}"
     subprocess.run([server, "-detached"], check=False, capture_output=True, timeout=60)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if reachable(host, port):
-            ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
             subprocess.run([ctl, "await_startup"], check=False, capture_output=True, timeout=wait)
             return f"started RabbitMQ ({server} -detached); up at {host}:{port}"
         time.sleep(0.5)

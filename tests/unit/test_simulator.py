@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from worker.simulator import SimConfig, SimulatorThread, bound_port, mp4, serve
-from worker.simulator.server import REQUEST_LOG_SIZE, SimState
+from worker.simulator.state import REQUEST_LOG_SIZE, SimState
 
 KEY = "test-key"
 # Every knob, reapplied before each test so no test inherits another's faults.

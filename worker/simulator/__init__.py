@@ -16,13 +16,8 @@ Knobs change at run time through ``POST /_sim/config``; see :class:`SimConfig`.
 
 from __future__ import annotations
 
-from worker.simulator.server import (
-    API_PREFIX,
-    SimConfig,
-    SimulatorThread,
-    bound_port,
-    create_app,
-    serve,
-)
+from worker.simulator.app import API_PREFIX, bound_port, create_app, serve
+from worker.simulator.config import SimConfig
+from worker.simulator.thread import SimulatorThread
 
 __all__ = ["API_PREFIX", "SimConfig", "SimulatorThread", "bound_port", "create_app", "serve"]
