@@ -59,12 +59,12 @@ class Daemon:
             + settings.max_concurrent_downloads
             + 4,
         )
-        self.outbox: OutboxRelay | None = None
+        self.broker = Broker(settings, self._handle)
+        self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id, settings.lease_seconds)
         self.engine = Engine(
-            settings, self.ledger, self.client, self.hooks, on_outbox=self._wake_outbox, on_load=self._on_load
+            settings, self.ledger, self.client, self.hooks, on_outbox=self.outbox.wake, on_load=self._on_load
         )
         self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
-        self.broker = Broker(settings, self._handle)
         self.intake = Intake(
             settings,
             self.ledger,
@@ -74,7 +74,6 @@ class Daemon:
             self.engine,
             on_ledger_error=self._ledger_down,
         )
-        self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id, settings.lease_seconds)
         self._stop = asyncio.Event()
         self._holds: set[str] = set()  # reasons intake is paused: "capacity", "ledger"
         self._gate_lock = asyncio.Lock()
@@ -122,7 +121,6 @@ class Daemon:
     async def _serve(self) -> None:
         self.engine.start()
         await self._adopt(include_self=True)
-        assert self.outbox is not None
         self._tasks = [asyncio.create_task(self.outbox.run()), asyncio.create_task(self._leases())]
         await self.broker.connect()
         await self._apply_gate()
@@ -137,7 +135,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.outbox is not None and self.broker.connected:
+        if self.broker.connected:
             # one last pass, after the relay loop is gone so no row is published twice
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
@@ -155,10 +153,6 @@ class Daemon:
 
     async def _handle(self, message: object) -> None:
         await self.intake.handle(message)  # type: ignore[arg-type]
-
-    def _wake_outbox(self) -> None:
-        if self.outbox is not None:
-            self.outbox.wake()
 
     def _on_load(self, load: int) -> None:
         """Pause intake at ``max_inflight`` jobs; resume below 90 % of it."""
