@@ -7,6 +7,7 @@ cleans up its broker objects, so tests never see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -28,6 +29,20 @@ from worker.simulator import SimConfig, SimulatorThread
 
 AMQP_URL = os.environ.get("VIDEOWORKER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def until(check: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> float:
+    """Wait for ``check()`` (plain or awaitable); return the seconds it took, or fail naming ``what``."""
+    start = time.monotonic()
+    while True:
+        verdict = check()
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if verdict:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(every)
 
 
 @pytest.fixture(scope="session")
@@ -94,23 +109,25 @@ class Observer:
         message = aio_pika.Message(raw, **props)
         await self.channel.default_exchange.publish(message, routing_key=self.settings.request_queue)
 
+    def finals_by_id(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{request id: {message_id: body}}`` of the final events seen on the events exchange."""
+        seen: dict[str, dict[str, dict[str, Any]]] = {}
+        for key, body, msg in list(self.events):
+            if key in ("video.completed", "video.failed"):
+                seen.setdefault(body["id"], {})[msg.message_id or f"<none>:{body['status']}"] = body
+        return seen
+
     def finals(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """Distinct final events seen on the events exchange (by message_id)."""
-        seen: dict[str, dict[str, Any]] = {}
-        for key, body, msg in self.events:
-            if key in ("video.completed", "video.failed") and (request_id is None or body["id"] == request_id):
-                seen[msg.message_id or str(len(seen))] = body
-        return list(seen.values())
+        found = self.finals_by_id()
+        chosen = [found.get(request_id, {})] if request_id is not None else list(found.values())
+        return [body for by_mid in chosen for body in by_mid.values()]
 
     def reply_for(self, request_id: str) -> list[dict[str, Any]]:
         return [body for body, _ in self.replies if body["id"] == request_id]
 
     async def wait(self, check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await asyncio.sleep(0.05)
+        await until(check, timeout, what)
 
 
 @pytest.fixture

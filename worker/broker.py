@@ -131,10 +131,7 @@ class Broker:
             except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
                 log.warning("could not cancel the consumer cleanly", error=type(exc).__name__)
             except asyncio.CancelledError:
-                # a dropped connection fails pending calls with CancelledError (see publish)
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise
+                _reraise_real_cancel()
                 log.warning("connection lost while cancelling the consumer")
 
     async def publish(
@@ -171,12 +168,7 @@ class Broker:
             except DeliveryError as exc:
                 raise ConnectionError(f"broker refused the publish: {exc}") from exc
             except asyncio.CancelledError as exc:
-                # aiormq fails a dropped connection's pending confirms with CancelledError (it cancels its
-                # reader when the heartbeat stops). Unless this task is being cancelled (the timeout, a stop),
-                # that is a lost connection, and it must not cancel the caller (the outbox relay task)
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise
+                _reraise_real_cancel()
                 raise ConnectionError("broker connection lost before the confirm") from exc
 
     async def queue_stats(self, name: str) -> tuple[int, int]:
@@ -203,3 +195,15 @@ class Broker:
         log.info("broker connection restored")
         self._connected.set()
         metrics.BROKER_CONNECTED.set(1)
+
+
+def _reraise_real_cancel() -> None:
+    """Inside ``except CancelledError``: re-raise it only if this task really is being cancelled.
+
+    aiormq fails a dropped connection's pending calls with CancelledError (it cancels its
+    reader when the heartbeat stops). Unless this task is being cancelled (a timeout, a
+    stop), that is a lost connection, and it must not cancel the caller (the outbox relay).
+    """
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise asyncio.CancelledError

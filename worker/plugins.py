@@ -76,7 +76,7 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "module": getattr(plugin, "__name__", type(plugin).__name__),
-                "distribution": dist.project_name if dist else _own_dist(),
+                "distribution": dist.project_name if dist else "videoworker",
                 "version": dist.version if dist else _own_version(),
                 "builtin": name in BUILTIN_PLUGINS,
                 "hooks": sorted(h.name for h in (pm.get_hookcallers(plugin) or [])),
@@ -144,10 +144,6 @@ async def _await_maybe(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-def _own_dist() -> str:
-    return "videoworker"
 
 
 def _own_version() -> str:

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from tests.conftest import until
 from tests.tcpproxy import TcpProxy
 from worker.config import Settings
 from worker.runtime import Daemon
@@ -45,21 +46,6 @@ FINAL = ("completed", "failed")
 
 
 # --- harness ---------------------------------------------------------------------------------
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str, every: float = 0.1) -> float:
-    """Wait for ``check()`` (plain or awaitable); return the seconds it took, or fail naming ``what``."""
-    start = time.monotonic()
-    while True:
-        verdict = check()
-        if not isinstance(verdict, bool):
-            verdict = await verdict
-        if verdict:
-            break
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
-    return time.monotonic() - start
 
 
 async def rabbitmqctl(*args: str, timeout: float = 120) -> str:

@@ -51,15 +51,6 @@ def _prompt(request_id: str) -> str:
     return f"chaos prompt for {request_id}"
 
 
-def _finals_by_id(observer: Observer) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{request id: {message_id: body}}`` of the final events seen on the exchange."""
-    seen: dict[str, dict[str, dict[str, Any]]] = {}
-    for key, body, msg in list(observer.events):
-        if key in ("video.completed", "video.failed"):
-            seen.setdefault(body["id"], {})[msg.message_id or f"<none>:{body['status']}"] = body
-    return seen
-
-
 def _ledger_rows(path: Path) -> tuple[dict[str, str], list[str | None]]:
     """``({request id: state}, [lease owner of each unsent outbox row])``, read straight from the SQLite file."""
     conn = sqlite3.connect(path, timeout=30)
@@ -125,7 +116,7 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     dead = {f"{socket.gethostname()}-{d.proc.pid}" for d in lives[:-1] if d.proc is not None}
     drain_seconds = quiet_seconds = float("nan")
     while time.monotonic() < deadline:
-        if len(_finals_by_id(observer)) >= JOBS:
+        if len(observer.finals_by_id()) >= JOBS:
             drain_seconds = time.monotonic() - drain_started
             break
         await asyncio.sleep(0.1)
@@ -138,7 +129,7 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     assert daemon.alive(), f"the last daemon died on its own; see {daemon.log}"
     await asyncio.to_thread(daemon.stop)
 
-    finals = _finals_by_id(observer)
+    finals = observer.finals_by_id()
     states, pending = _ledger_rows(ledger_path)
     stats = sim.stats()
     submits = Counter(job["body"].get("prompt") for job in stats["jobs"].values())

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from tests.conftest import DaemonProcess, Observer
+from tests.conftest import DaemonProcess, Observer, until
 from worker.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
@@ -38,15 +38,6 @@ NODES = ("node-a", "node-b", "node-c")
 
 def _prompt(request_id: str) -> str:
     return f"multi-instance prompt for {request_id}"
-
-
-def _finals_by_id(observer: Observer) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{request id: {message_id: body}}`` of the final events seen on the exchange."""
-    seen: dict[str, dict[str, dict[str, Any]]] = {}
-    for key, body, msg in list(observer.events):
-        if key in ("video.completed", "video.failed"):
-            seen.setdefault(body["id"], {})[msg.message_id or f"<none>:{body['status']}"] = body
-    return seen
 
 
 def _submits(sim: SimulatorThread) -> tuple[Counter[str | None], dict[str, Any]]:
@@ -62,14 +53,6 @@ def _check_completed(final: dict[str, Any], sim_jobs: dict[str, Any]) -> None:
     assert hashlib.sha256(data).hexdigest() == expected, f"stored bytes of {final['id']} differ"
 
 
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def _ready(*daemons: DaemonProcess, timeout: float = 30) -> None:
     """Wait until every daemon logged ``ready`` (it consumes from then on)."""
 
@@ -80,7 +63,7 @@ async def _ready(*daemons: DaemonProcess, timeout: float = 30) -> None:
                 raise AssertionError(f"a daemon exited at start ({' '.join(last)}); see {d.log}")
         return all(d.log.exists() and '"event": "ready"' in d.log.read_text() for d in daemons)
 
-    await _until(all_ready, timeout, "the daemons to be ready")
+    await until(all_ready, timeout, "the daemons to be ready")
 
 
 @pytest.fixture
@@ -139,7 +122,7 @@ async def test_postgres_three_instances_adopt_a_killed_peer(
             )
             return int(polled) >= 10
 
-        await _until(a_is_busy, 30, "node-a to own in-flight jobs")
+        await until(a_is_busy, 30, "node-a to own in-flight jobs")
         nodes["node-a"].kill()
         await asyncio.to_thread(nodes["node-a"].wait, 10)
         killed_at = time.time()
@@ -166,7 +149,7 @@ async def test_postgres_three_instances_adopt_a_killed_peer(
                     adopted[r["request_id"]] = (r["owner"], seen_at)
             return len(adopted) == len(stranded)
 
-        await _until(all_adopted, 30, "node-b/node-c to adopt node-a's jobs")
+        await until(all_adopted, 30, "node-b/node-c to adopt node-a's jobs")
         adoption_seconds = max(at for _, at in adopted.values()) - killed_at
         assert {owner for owner, _ in adopted.values()} <= {"node-b", "node-c"}
         early = {i: round(stranded[i][1] - at, 2) for i, (_, at) in adopted.items() if at < stranded[i][1]}
@@ -177,9 +160,9 @@ async def test_postgres_three_instances_adopt_a_killed_peer(
         started = time.monotonic()
 
         async def all_final() -> bool:
-            return len(_finals_by_id(observer)) >= len(ids)
+            return len(observer.finals_by_id()) >= len(ids)
 
-        await _until(all_final, 75, "a final event per request")
+        await until(all_final, 75, "a final event per request")
         drain_seconds = time.monotonic() - started
         await asyncio.sleep(0.5)
         for name in ("node-b", "node-c"):
@@ -190,7 +173,7 @@ async def test_postgres_three_instances_adopt_a_killed_peer(
         for d in nodes.values():
             await asyncio.to_thread(d.stop)
 
-    finals = _finals_by_id(observer)
+    finals = observer.finals_by_id()
     submits, sim_jobs = _submits(sim)
     unknown = {
         i
@@ -240,13 +223,13 @@ async def test_sqlite_two_instances_share_one_data_dir(process: Any, observer: O
         await observer.publish(
             {"id": request_id, "model": MODEL, "prompt": _prompt(request_id)}, correlation_id=request_id
         )
-    await observer.wait(lambda: len(_finals_by_id(observer)) >= len(ids), timeout=60, what="a final event per request")
+    await observer.wait(lambda: len(observer.finals_by_id()) >= len(ids), timeout=60, what="a final event per request")
     await asyncio.sleep(0.5)
     assert first.alive() and second.alive()
     await asyncio.to_thread(first.stop)
     await asyncio.to_thread(second.stop)
 
-    finals = _finals_by_id(observer)
+    finals = observer.finals_by_id()
     submits, sim_jobs = _submits(sim)
     conn = sqlite3.connect(ledger_path, timeout=30)
     try:
