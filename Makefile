@@ -6,14 +6,15 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint unit bench clean
 
-$(VENV)/.installed: pyproject.toml
+# The product, its development tools, and every plugin distribution under plugins/.
+$(VENV)/.installed: pyproject.toml devtools/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -e ./devtools $(foreach p,$(wildcard plugins/*/pyproject.toml),-e ./$(dir $(p)))
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m worker.rabbit
+	$(PY) -m videoworker_devtools.rabbit
 	$(VENV)/bin/videoworker demo
 
 lint: $(VENV)/.installed
@@ -21,14 +22,14 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m worker.rabbit
+	$(PY) -m videoworker_devtools.rabbit
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit
 
 bench: $(VENV)/.installed
-	$(PY) -m worker.rabbit
+	$(PY) -m videoworker_devtools.rabbit
 	$(PY) bench/throughput.py
 
 clean:

@@ -27,10 +27,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker.config import load_settings  # noqa: E402
-from worker.logging import configure_logging  # noqa: E402
-from worker.rabbit import ensure_rabbitmq  # noqa: E402
-from worker.runtime import Daemon  # noqa: E402
+from videoworker.config import load_settings  # noqa: E402
+from videoworker.logs import configure_logging  # noqa: E402
+from videoworker.runtime import Daemon  # noqa: E402
+from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
 
 
 def _free_port() -> int:
@@ -59,7 +59,7 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
     ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
     port = _free_port()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "worker", "simulate", "--port", str(port), "--job-seconds", *map(str, job_seconds)],
+        [sys.executable, "-m", "videoworker", "simulate", "--port", str(port), "--job-seconds", *map(str, job_seconds)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,

@@ -22,10 +22,9 @@ from typing import Any
 
 import aio_pika
 import pytest
-
-from worker.config import Settings, load_settings
-from worker.rabbit import BrokerMissing, ensure_rabbitmq
-from worker.simulator import SimConfig, SimulatorThread
+from videoworker.config import Settings, load_settings
+from videoworker_devtools.rabbit import BrokerMissing, ensure_rabbitmq
+from videoworker_devtools.simulator import SimConfig, SimulatorThread
 
 AMQP_URL = os.environ.get("VIDEOWORKER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +135,7 @@ async def observer(make_settings: Callable[..., Settings]) -> AsyncIterator[Obse
     connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
     channel = await connection.channel()
     # declare what the daemon declares, so messages published before it starts are kept
-    from worker.broker import Broker
+    from videoworker.amqp.broker import Broker
 
     broker = Broker(settings, lambda m: asyncio.sleep(0))
     await broker.connect(attempts=3)
@@ -174,7 +173,7 @@ async def observer(make_settings: Callable[..., Settings]) -> AsyncIterator[Obse
 @pytest.fixture
 async def daemon(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
     """Start in-process daemons: ``d = await daemon(**overrides)``; all are stopped at teardown."""
-    from worker.runtime import Daemon
+    from videoworker.runtime import Daemon
 
     running: list[tuple[Daemon, asyncio.Task[None]]] = []
 
@@ -227,7 +226,7 @@ class DaemonProcess:
         }
         out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=full, stdout=out, stderr=out, cwd=ROOT
+            [sys.executable, "-m", "videoworker", "run"], env=full, stdout=out, stderr=out, cwd=ROOT
         )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

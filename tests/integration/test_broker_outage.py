@@ -32,12 +32,12 @@ import aio_pika
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from videoworker.config import Settings
+from videoworker.runtime import Daemon
+from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import until
 from tests.tcpproxy import TcpProxy
-from worker.config import Settings
-from worker.runtime import Daemon
-from worker.simulator import SimulatorThread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -32,10 +32,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import AMQP_URL, Observer
 from tests.tcpproxy import TcpProxy
-from worker.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
 

@@ -8,16 +8,17 @@ import os
 import sys
 from typing import Any
 
+from videoworker.config import Settings
+from videoworker_devtools.simulator import SimulatorThread
+
 from tests.conftest import ROOT, Observer
-from worker.config import Settings
-from worker.simulator import SimulatorThread
 
 
 async def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker",
+        "videoworker",
         *args,
         cwd=ROOT,
         env={**os.environ, **(env or {})},

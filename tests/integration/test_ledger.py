@@ -18,12 +18,11 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import pytest_asyncio
-
-from worker.jobs import IllegalTransition, JobState
-from worker.ledger import open_ledger
-from worker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
-from worker.ledger.postgres import PostgresLedger
-from worker.ledger.sqlite import SQLiteLedger
+from videoworker.core.states import IllegalTransition, JobState
+from videoworker.ledger import open_ledger
+from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
+from videoworker.ledger.postgres import PostgresLedger
+from videoworker.ledger.sqlite import SQLiteLedger
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import Observer
-from worker.simulator import SimulatorThread
 
 
 class Locker:

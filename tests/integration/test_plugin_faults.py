@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 import structlog
+import videoworker.core.engine
+import videoworker.plugins.manager
 from prometheus_client import REGISTRY
+from videoworker import JobEvent, OutputFile, StoredOutput, hookimpl
+from videoworker.contract.request import VideoRequest
+from videoworker_devtools.simulator import SimulatorThread
 
-import worker.engine
-import worker.plugins
 from tests.conftest import Observer
-from worker import JobEvent, OutputFile, StoredOutput, hookimpl
-from worker.messages import VideoRequest
-from worker.simulator import SimulatorThread
 
 GOOD = {"model": "google/veo-3.1", "prompt": "a plugin-fault cat", "duration": 4}
 
@@ -62,9 +62,9 @@ async def test_flaky_storage_is_retried_until_it_succeeds(
     daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three failures, then success: the job completes with both locations, one submit, 4+ store attempts."""
-    real_backoff = worker.engine.backoff
+    real_backoff = videoworker.core.engine.backoff
     # the same full-jitter shape, ten times faster, so the test does not wait up to 14 s
-    monkeypatch.setattr(worker.engine, "backoff", lambda attempt, **kw: real_backoff(attempt, **kw) / 10)
+    monkeypatch.setattr(videoworker.core.engine, "backoff", lambda attempt, **kw: real_backoff(attempt, **kw) / 10)
     flaky = FlakyStore(failures=3)
     await daemon(plugins={"flaky": flaky})
     await observer.publish(_req("flaky-1"), correlation_id="flaky-1")
@@ -156,7 +156,7 @@ async def test_hanging_notifier_does_not_delay_the_final_event(
     daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A notifier that never returns is cut off after EVENT_HOOK_TIMEOUT; the events go out regardless."""
-    monkeypatch.setattr(worker.plugins, "EVENT_HOOK_TIMEOUT", 0.5)
+    monkeypatch.setattr(videoworker.plugins.manager, "EVENT_HOOK_TIMEOUT", 0.5)
     notifier = HangingNotifier()
     before = _plugin_errors("hangs")
     d = await daemon(plugins={"hangs": notifier})
@@ -254,8 +254,8 @@ async def test_a_failing_store_leaves_no_storage_coroutine_dangling(
     daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Expected: when one storage plugin fails, every other storage coroutine of that attempt is awaited or closed."""
-    real_backoff = worker.engine.backoff
-    monkeypatch.setattr(worker.engine, "backoff", lambda attempt, **kw: real_backoff(attempt, **kw) / 10)
+    real_backoff = videoworker.core.engine.backoff
+    monkeypatch.setattr(videoworker.core.engine, "backoff", lambda attempt, **kw: real_backoff(attempt, **kw) / 10)
     spy, flaky = SpyStore(), FlakyStore(failures=1)
     # pluggy calls the last registered first: flaky, then spy, then the built-in local
     await daemon(plugins={"spy": spy, "flaky": flaky})

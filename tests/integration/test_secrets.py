@@ -8,8 +8,9 @@ import sys
 import time
 from typing import Any
 
+from videoworker_devtools.simulator import SimulatorThread
+
 from tests.conftest import ROOT, Observer
-from worker.simulator import SimulatorThread
 
 CANARY = "sk-or-v1-canary-5f3e9d2c71"
 FORBIDDEN = (CANARY, "Authorization", "Bearer ")
@@ -56,7 +57,7 @@ def test_help_and_config_never_show_the_key() -> None:
     for args in (["--help"], ["run", "--help"], ["submit", "--help"], ["simulate", "--help"], ["config"]):
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "worker", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "videoworker", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, (args, result.stderr, time.monotonic() - started)
         outputs.append(result.stdout + result.stderr)

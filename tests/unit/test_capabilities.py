@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 import pytest
-
-from plugins.capabilities import videoworker_validate_request
-from worker.catalogue import DOCUMENTED_ASPECT_RATIOS, DOCUMENTED_RESOLUTIONS, Catalogue
-from worker.errors import InvalidRequest
-from worker.messages import VideoRequest, parse_request
-from worker.models import VideoModel
+from videoworker.contract.request import VideoRequest, parse_request
+from videoworker.default_plugins.capabilities import videoworker_validate_request
+from videoworker.errors import InvalidRequest
+from videoworker.provider.catalogue import DOCUMENTED_ASPECT_RATIOS, DOCUMENTED_RESOLUTIONS, Catalogue
+from videoworker.provider.models import VideoModel
 
 MODEL = "acme/video-1"
 FIRST = {"type": "image_url", "image_url": {"url": "https://img.example/a.png"}, "frame_type": "first_frame"}

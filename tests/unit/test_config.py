@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from worker.config import Settings, describe, load_settings, redact_url
-from worker.errors import ConfigError
+from videoworker.config import Settings, describe, load_settings, redact_url
+from videoworker.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-import worker
-from worker import hookspecs
+import videoworker
+from videoworker import hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS_DOC = ROOT / "docs" / "plugins.md"
@@ -64,10 +63,10 @@ def test_hook_has_a_docstring(hook: str) -> None:
 
 
 def test_worker_all_is_the_intended_public_api() -> None:
-    assert set(worker.__all__) == PUBLIC_NAMES
-    assert len(worker.__all__) == len(PUBLIC_NAMES)
-    for name in worker.__all__:
-        assert hasattr(worker, name), name
+    assert set(videoworker.__all__) == PUBLIC_NAMES
+    assert len(videoworker.__all__) == len(PUBLIC_NAMES)
+    for name in videoworker.__all__:
+        assert hasattr(videoworker, name), name
 
 
 def test_names_the_hookspecs_promise_are_exported() -> None:
@@ -75,4 +74,4 @@ def test_names_the_hookspecs_promise_are_exported() -> None:
     source = inspect.getsource(hookspecs)
     promised = set(re.findall(r"\bworker\.([A-Z]\w+)", source))
     assert promised, "hookspecs mention no worker.X names"
-    assert promised <= set(worker.__all__)
+    assert promised <= set(videoworker.__all__)

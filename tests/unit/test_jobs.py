@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from worker.jobs import EVENT_STATUS, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition
+from videoworker.core.states import EVENT_STATUS, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition
 
 S = JobState
 

@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import pytest
-
-from worker.errors import InvalidRequest
-from worker.messages import LOCAL_FIELDS, VideoRequest, parse_request, salvage_reply
+from videoworker.contract.request import LOCAL_FIELDS, VideoRequest, parse_request, salvage_reply
+from videoworker.errors import InvalidRequest
 
 LIMITS = {"max_message_bytes": 4096, "max_prompt_chars": 100, "max_metadata_bytes": 256}
 BASE: dict[str, Any] = {"model": "google/veo-3.1", "prompt": "a lighthouse at dusk"}

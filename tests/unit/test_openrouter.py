@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-
-from worker.errors import AmbiguousSubmit, DownloadError, PermanentError, ProviderError, RetryableError
-from worker.models import Download, Job, VideoModel
-from worker.openrouter import OpenRouterClient, parse_retry_after
+from videoworker.errors import AmbiguousSubmit, DownloadError, PermanentError, ProviderError, RetryableError
+from videoworker.provider.client import OpenRouterClient, parse_retry_after
+from videoworker.provider.models import Download, Job, VideoModel
 
 BASE = "https://openrouter.test/api/v1"
 KEY = "sk-secret-XYZ"

@@ -11,18 +11,18 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import videoworker.default_plugins.capabilities
+import videoworker.default_plugins.local
+import videoworker.plugins.manager
 from prometheus_client import REGISTRY
-
-import plugins.capabilities
-import plugins.local_storage
-import worker.plugins
-from worker import InvalidRequest, JobEvent, OutputFile, StoredOutput, hookimpl
-from worker.catalogue import Catalogue
-from worker.config import Settings, load_settings
-from worker.errors import ConfigError, PluginError, StorageError
-from worker.messages import VideoRequest, parse_request
-from worker.models import VideoModel
-from worker.plugins import BUILTIN_PLUGINS, ESSENTIAL_PLUGINS, Hooks, describe_plugins, make_plugin_manager
+from videoworker import InvalidRequest, JobEvent, OutputFile, StoredOutput, hookimpl
+from videoworker.config import Settings, load_settings
+from videoworker.contract.request import VideoRequest, parse_request
+from videoworker.default_plugins import local as local_plugin
+from videoworker.errors import ConfigError, PluginError, StorageError
+from videoworker.plugins.manager import BUILTIN_PLUGINS, ESSENTIAL_PLUGINS, Hooks, describe_plugins, make_plugin_manager
+from videoworker.provider.catalogue import Catalogue
+from videoworker.provider.models import VideoModel
 
 
 @pytest.fixture(autouse=True)
@@ -72,15 +72,15 @@ def error_count(plugin: str) -> float:
 def test_builtins_are_loaded(settings: Settings) -> None:
     pm = make_plugin_manager(settings)
     assert set(BUILTIN_PLUGINS) == {"capabilities", "local"}
-    assert pm.get_plugin("capabilities") is plugins.capabilities
-    assert pm.get_plugin("local") is plugins.local_storage
+    assert pm.get_plugin("capabilities") is videoworker.default_plugins.capabilities
+    assert pm.get_plugin("local") is videoworker.default_plugins.local
 
 
 def test_disabling_local_works(tmp_path: Path) -> None:
     s = load_settings(None, data_dir=tmp_path, openrouter_api_key="k", disabled_plugins=["local"])
     pm = make_plugin_manager(s)
     assert pm.get_plugin("local") is None
-    assert pm.get_plugin("capabilities") is plugins.capabilities
+    assert pm.get_plugin("capabilities") is videoworker.default_plugins.capabilities
     assert pm.hook.videoworker_store_output.get_hookimpls() == []
     assert [row["name"] for row in describe_plugins(pm)] == ["capabilities"]
 
@@ -97,7 +97,7 @@ def test_describe_plugins_lists_names_and_hooks(settings: Settings) -> None:
     assert set(rows) == {"capabilities", "local"}
     assert rows["capabilities"]["hooks"] == ["videoworker_validate_request"]
     assert rows["local"]["hooks"] == ["videoworker_store_output"]
-    assert rows["local"]["module"] == "plugins.local_storage"
+    assert rows["local"]["module"] == "videoworker.default_plugins.local"
     assert all(row["builtin"] and row["distribution"] == "videoworker" and row["version"] for row in rows.values())
 
 
@@ -216,7 +216,7 @@ async def test_hook_videoworker_store_output(settings: Settings, tmp_path: Path)
 
 
 async def test_hook_videoworker_job_event(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.plugins, "EVENT_HOOK_TIMEOUT", 0.2)
+    monkeypatch.setattr(videoworker.plugins.manager, "EVENT_HOOK_TIMEOUT", 0.2)
     rec = Recorder()
     cancelled = asyncio.Event()
 
@@ -311,9 +311,7 @@ def uri_path(uri: str) -> Path:
 
 async def test_local_storage_writes_the_file(settings: Settings, tmp_path: Path) -> None:
     data = os.urandom(300_000)
-    stored = await plugins.local_storage.videoworker_store_output(
-        make_request(), make_output(tmp_path, data, index=1), settings
-    )
+    stored = await local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, data, index=1), settings)
     target = (settings.data_dir / "videos" / "req-1" / "1.mp4").resolve()
     assert stored == StoredOutput("local", target.as_uri())
     assert uri_path(stored.location) == target
@@ -323,10 +321,10 @@ async def test_local_storage_writes_the_file(settings: Settings, tmp_path: Path)
 
 async def test_local_storage_rerun_overwrites(settings: Settings, tmp_path: Path) -> None:
     request = make_request()
-    first = await plugins.local_storage.videoworker_store_output(request, make_output(tmp_path, b"A" * 10), settings)
-    again = await plugins.local_storage.videoworker_store_output(request, make_output(tmp_path, b"A" * 10), settings)
+    first = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"A" * 10), settings)
+    again = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"A" * 10), settings)
     assert first == again
-    other = await plugins.local_storage.videoworker_store_output(request, make_output(tmp_path, b"B" * 20), settings)
+    other = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"B" * 20), settings)
     assert other == first
     target = uri_path(first.location)
     assert target.read_bytes() == b"B" * 20
@@ -337,14 +335,14 @@ async def test_local_storage_never_exposes_a_partial_file(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     request = make_request()
-    stored = await plugins.local_storage.videoworker_store_output(request, make_output(tmp_path, b"old"), settings)
+    stored = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"old"), settings)
 
     def crash(src: Any, dst: Any) -> None:
         raise OSError("disk went away before the rename")
 
-    monkeypatch.setattr(plugins.local_storage.os, "replace", crash)
+    monkeypatch.setattr(local_plugin.os, "replace", crash)
     with pytest.raises(OSError, match="rename"):
-        await plugins.local_storage.videoworker_store_output(request, make_output(tmp_path, b"new" * 1000), settings)
+        await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"new" * 1000), settings)
     assert uri_path(stored.location).read_bytes() == b"old"
 
 
@@ -353,7 +351,7 @@ async def test_local_storage_dir_override(tmp_path: Path) -> None:
     s = load_settings(
         None, data_dir=tmp_path / "data", openrouter_api_key="k", plugins={"local": {"dir": str(elsewhere)}}
     )
-    stored = await plugins.local_storage.videoworker_store_output(make_request(), make_output(tmp_path, b"x"), s)
+    stored = await local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, b"x"), s)
     assert uri_path(stored.location) == (elsewhere / "req-1" / "0.mp4").resolve()
     assert (elsewhere / "req-1" / "0.mp4").read_bytes() == b"x"
     assert not (tmp_path / "data" / "videos").exists()
@@ -365,7 +363,7 @@ async def test_local_storage_refuses_ids_that_escape_the_videos_dir(
 ) -> None:
     """'.' and '..' fit the id pattern; the parser refuses them and storage refuses to write outside videos/."""
     with pytest.raises(StorageError):
-        await plugins.local_storage.videoworker_store_output(
+        await local_plugin.videoworker_store_output(
             make_request("ok"), make_output(tmp_path, b"x", request_id=request_id), settings
         )
     assert not (settings.data_dir / "0.mp4").exists()

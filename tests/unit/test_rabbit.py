@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-
-from worker import rabbit
+from videoworker_devtools import rabbit
 
 
 def _closed_port() -> int:

@@ -10,8 +10,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from worker.schedule import PollPlanner, Timers, backoff
+from videoworker.core.schedule import PollPlanner, Timers, backoff
 
 durations = st.floats(min_value=0.1, max_value=20_000, allow_nan=False, allow_infinity=False)
 

@@ -18,9 +18,8 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-
-from worker.simulator import SimConfig, SimulatorThread, bound_port, mp4, serve
-from worker.simulator.state import REQUEST_LOG_SIZE, SimState
+from videoworker_devtools.simulator import SimConfig, SimulatorThread, bound_port, mp4, serve
+from videoworker_devtools.simulator.state import REQUEST_LOG_SIZE, SimState
 
 KEY = "test-key"
 # Every knob, reapplied before each test so no test inherits another's faults.

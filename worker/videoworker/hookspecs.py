@@ -1,0 +1,101 @@
+"""Every hook a videoworker plugin can implement. This module is the plugin API's contract.
+
+Plugins are found through the entry-point group ``videoworker`` (built-ins too) and
+implement hooks with :data:`worker.hookimpl`. Any hook implementation may accept fewer
+arguments than the spec (pluggy's opt-in arguments), so new arguments are added without
+breaking plugins. Hooks marked "may be ``async def``" are awaited by the host; none of
+them uses ``firstresult`` or wrappers, which cannot see inside coroutines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from videoworker.config import Settings
+    from videoworker.contract.request import VideoRequest
+    from videoworker.plugins.types import JobEvent, OutputFile, StoredOutput
+    from videoworker.provider.catalogue import Catalogue
+
+NAME = "videoworker"
+hookspec = pluggy.HookspecMarker(NAME)
+
+
+# --- request validation: before any money is spent -------------------------------------
+@hookspec
+def videoworker_validate_request(request: VideoRequest, catalogue: Catalogue, settings: Settings) -> None:
+    """Check a parsed request before it is claimed and submitted. Synchronous.
+
+    Called once per delivery of a well-formed request, before the ledger sees it.
+
+    :param request: the request as the producer sent it, already type-checked.
+    :param catalogue: the video models OpenRouter advertises (cached); ``catalogue.available``
+        is False when the list could not be fetched and documented defaults apply.
+    :param settings: the daemon's settings.
+    :raises worker.InvalidRequest: to refuse the request; it gets a failed event with the
+        error's ``code`` and is dead-lettered. Any other exception is a plugin bug: the
+        delivery is retried and finally dead-lettered by the broker.
+    """
+
+
+# --- storage: where the video goes ------------------------------------------------------
+@hookspec
+def videoworker_store_output(
+    request: VideoRequest, output: OutputFile, settings: Settings
+) -> StoredOutput | Awaitable[StoredOutput | None] | None:
+    """Store one downloaded output. May be ``async def``. Every storage plugin runs.
+
+    Called once per output of a completed job, possibly again after a crash or a failed
+    attempt, so writing must be idempotent (same key, same bytes).
+
+    :param request: the request; ``request.delivery.get("<plugin name>")`` holds the
+        producer's instructions for this plugin.
+    :param output: the verified file (``path``, ``bytes``, ``sha256``, ``index``); do not
+        move or delete it.
+    :param settings: the daemon's settings; ``settings.plugins.get("<name>")`` holds this
+        plugin's own section.
+    :return: a :class:`worker.StoredOutput` naming where it went, or None to pass.
+    :raises Exception: the host retries the whole storage step with backoff for
+        ``storage_retry_seconds``, then fails the job with ``storage_failed``.
+    """
+
+
+# --- job events: notifiers and observers ----------------------------------------------
+@hookspec
+def videoworker_job_event(event: JobEvent, settings: Settings) -> Awaitable[None] | None:
+    """Observe a job's status change (submitted, in_progress, completed, failed). May be ``async def``.
+
+    Called once per plugin, isolated: an exception or a hang (30 s) is logged and counted
+    under ``videoworker_plugin_errors_total`` and never fails the job.
+
+    :param event: the result event as published to the broker, plus the request's
+        ``delivery`` instructions.
+    """
+
+
+# --- lifecycle ------------------------------------------------------------------------
+@hookspec
+def videoworker_startup(settings: Settings) -> Awaitable[None] | None:
+    """Open clients or check configuration before the daemon takes work. May be ``async def``.
+
+    :raises worker.ConfigError: to refuse to start, with a message naming the setting.
+    """
+
+
+@hookspec
+def videoworker_shutdown(settings: Settings) -> Awaitable[None] | None:
+    """Close what :func:`videoworker_startup` opened. May be ``async def``. Errors are logged."""
+
+
+__all__ = [
+    "NAME",
+    "hookspec",
+    "videoworker_job_event",
+    "videoworker_shutdown",
+    "videoworker_startup",
+    "videoworker_store_output",
+    "videoworker_validate_request",
+]

@@ -1,0 +1,176 @@
+"""The ledger's contract: one durable row per request id, moved by compare-and-set.
+
+The ledger is the daemon's memory. RabbitMQ delivers at least once and a process may be
+killed at any instant, so every decision that spends money or owes an answer is written
+here first. Each move names the state it expects and the owner that holds the lease; a
+move that finds anything else changes nothing and returns ``False``.
+
+Two backends implement it: SQLite (one host, the default) and PostgreSQL (several hosts).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from videoworker.core.states import JobState, check_transition
+
+
+@dataclass
+class JobRecord:
+    """One request id as the ledger holds it."""
+
+    request_id: str
+    state: JobState
+    model: str
+    request: dict[str, Any]
+    job_id: str | None = None
+    attempts: int = 0
+    data: dict[str, Any] = field(default_factory=dict)  # outputs, usage, error, timestamps
+    owner: str | None = None
+    lease_until: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Where a producer asked for the final event (AMQP ``reply_to`` + ``correlation_id``)."""
+
+    reply_to: str
+    correlation_id: str | None = None
+
+
+@dataclass
+class OutboxMessage:
+    """A message owed to the broker: recorded with the state change, published later, marked sent."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    request_id: str
+    correlation_id: str | None = None
+    id: int | None = None
+
+
+@dataclass
+class ClaimResult:
+    """What :meth:`Ledger.claim` found: ``created`` is False for a duplicate id."""
+
+    created: bool
+    record: JobRecord
+
+
+class Ledger(abc.ABC):
+    """Durable job rows, reply targets and the outbox. Every method is safe to call concurrently."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; pending calls finish first."""
+
+    @abc.abstractmethod
+    async def claim(self, record: JobRecord, reply: ReplyTarget | None) -> ClaimResult:
+        """Insert the row if the id is new (owned by ``record.owner``); always remember ``reply``.
+
+        A duplicate id leaves the existing row untouched and returns it.
+        """
+
+    @abc.abstractmethod
+    async def transition(
+        self,
+        request_id: str,
+        owner: str,
+        expect: JobState,
+        new: JobState,
+        *,
+        job_id: str | None = None,
+        attempts: int | None = None,
+        data: dict[str, Any] | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+        reply_body: bytes | None = None,
+        reply_message_id: str | None = None,
+    ) -> bool:
+        """Move one row from ``expect`` to ``new`` if ``owner`` still holds it, atomically.
+
+        ``outbox`` messages are recorded in the same transaction; ``reply_body`` is
+        recorded once per reply target of the id (the final event to each ``reply_to``).
+        Returns False, changing nothing, when the row is in another state or owned by
+        another instance.
+        """
+
+    @abc.abstractmethod
+    async def get(self, request_id: str) -> JobRecord | None:
+        """Read one row."""
+
+    @abc.abstractmethod
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        """Record messages in the outbox without a state change (answers to duplicates)."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, until: float) -> int:
+        """Extend every live lease ``owner`` holds; one write for all of them."""
+
+    @abc.abstractmethod
+    async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
+        """Take unfinished rows nobody holds: expired leases, released rows, ``dead_owners``'s rows.
+
+        Also frees the outbox messages ``dead_owners`` had leased, for any relay to publish.
+        """
+
+    @abc.abstractmethod
+    async def live_owners(self) -> list[str]:
+        """Owners that hold unfinished rows or unsent outbox messages (to find dead processes on this host)."""
+
+    @abc.abstractmethod
+    async def release(self, owner: str) -> int:
+        """Give up every lease ``owner`` holds, so a restart or a peer adopts the rows at once."""
+
+    @abc.abstractmethod
+    async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
+        """Lease up to ``limit`` unsent outbox messages, oldest first."""
+
+    @abc.abstractmethod
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Record that the broker confirmed these outbox messages."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Rows per state, plus ``outbox_pending``: for metrics, health and tests."""
+
+
+def validate_move(expect: JobState, new: JobState) -> None:
+    """Refuse illegal moves before touching storage."""
+    check_transition(expect, new)
+
+
+def now() -> float:
+    return time.time()
+
+
+def dead_local_owners(owners: Iterable[str], me: str) -> list[str]:
+    """Owners named ``<this host>-<pid>`` whose process is gone (never ``me``).
+
+    Lets a restarted daemon adopt its predecessor's jobs at once instead of waiting
+    for their leases to run out.
+    """
+    host = socket.gethostname()
+    dead: list[str] = []
+    for owner in owners:
+        name, _, pid = owner.rpartition("-")
+        if name != host or not pid.isdigit() or owner == me:
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.append(owner)
+        except PermissionError:
+            continue
+    return dead

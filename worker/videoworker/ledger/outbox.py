@@ -1,0 +1,96 @@
+"""The outbox relay: publishes what the ledger says is owed, then marks it sent.
+
+State changes and the events they owe are written in one ledger transaction; this loop
+publishes them with confirms afterwards. A crash between the confirm and the mark
+republishes the message: events are at least once, and each carries a stable
+``message_id`` so consumers can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from videoworker import metrics
+from videoworker.amqp.broker import Broker, Unroutable
+from videoworker.core.crashpoints import crashpoint
+from videoworker.core.schedule import backoff
+from videoworker.ledger.base import Ledger, OutboxMessage
+
+log = structlog.get_logger("videoworker.outbox")
+_BATCH = 256
+_IDLE = 1.0
+
+
+class OutboxRelay:
+    """One loop per instance; several instances share the outbox table through leases."""
+
+    def __init__(self, ledger: Ledger, broker: Broker, owner: str, lease: float) -> None:
+        self.ledger = ledger
+        self.broker = broker
+        self.owner = owner
+        self.lease = lease
+        self._wake = asyncio.Event()
+        self.failures = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            sent = 0
+            if self.broker.connected:
+                try:
+                    sent = await self.flush()
+                    self.failures = 0
+                except Exception as exc:  # noqa: BLE001 - broker or ledger trouble: back off, keep the rows
+                    self.failures += 1
+                    delay = backoff(self.failures, base=0.5, cap=15)
+                    log.warning("outbox publish failed; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                    await asyncio.sleep(delay)
+                    continue
+            if sent < _BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), _IDLE)
+
+    async def flush(self) -> int:
+        """Publish one batch; return how many were confirmed."""
+        batch = await self.ledger.claim_outbox(self.owner, time.time() + self.lease, _BATCH)
+        if not batch:
+            return 0
+        results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)
+        done = [m.id for m, r in zip(batch, results, strict=True) if r is None and m.id is not None]
+        crashpoint("after_publish")
+        if done:
+            await self.ledger.mark_sent(done)
+            metrics.EVENTS_PUBLISHED.inc(len(done))
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            if not isinstance(failed[0], Exception):  # a publish's CancelledError must not end the relay
+                raise ConnectionError(f"publish interrupted: {failed[0]!r}") from failed[0]
+            raise failed[0]
+        return len(done)
+
+    async def _publish(self, message: OutboxMessage) -> None:
+        try:
+            await self.broker.publish(
+                message.exchange,
+                message.routing_key,
+                message.body,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+            )
+        except Unroutable:
+            # nobody subscribed to this status, or a reply_to queue is gone: it will not appear, so do
+            # not retry forever; a missing reply queue is worth a warning, an unheard event is not
+            level = log.warning if message.exchange == "" else log.debug
+            level(
+                "event unroutable; not retried",
+                request_id=message.request_id,
+                exchange=message.exchange or "(default)",
+                routing_key=message.routing_key,
+            )

@@ -1,0 +1,411 @@
+"""PostgreSQL ledger: the same rows as the SQLite one, shared by several hosts.
+
+SQLite serves the instances of one host; when instances run on several hosts they need
+one ledger they can all reach, with row locks instead of a single writer. This module
+owns that backend (``postgresql://`` or ``postgres://``). Its semantics are those of
+:mod:`worker.ledger.sqlite`, call for call; only the locking differs:
+
+* every change is one short transaction (``READ COMMITTED``) on a pooled connection;
+* :meth:`PostgresLedger.adopt` and :meth:`PostgresLedger.claim_outbox` pick their rows
+  with ``FOR UPDATE SKIP LOCKED``, so instances on different hosts adopting or
+  publishing at the same moment split the rows between them instead of queueing
+  behind each other or taking the same row twice;
+* the schema is created at :meth:`PostgresLedger.open` under a transaction-scoped
+  advisory lock, because ``CREATE TABLE IF NOT EXISTS`` run by two sessions at once can
+  still fail on the catalogue's unique indexes.
+
+JSON columns are ``TEXT`` (as in SQLite), not ``JSONB``: the round trip is exact and a
+provider's odd payload (``NaN``, a ``\\u0000`` in a string) cannot make a state change fail.
+Operators can still query them with ``data::jsonb``. Lease times are the callers' wall
+clock (``time.time()``), like everywhere else in the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
+from videoworker.core.states import JobState
+from videoworker.ledger.base import (
+    ClaimResult,
+    JobRecord,
+    Ledger,
+    OutboxMessage,
+    ReplyTarget,
+    now,
+    validate_move,
+)
+
+# Spelled out (not a bound parameter) so the planner can use the partial indexes below.
+_LIVE = "state NOT IN ('done', 'failed', 'submit_unknown')"
+_COLUMNS = "request_id, state, model, request, job_id, attempts, data, owner, lease_until"
+_OUTBOX_COLUMNS = "id, exchange, routing_key, body, message_id, request_id, correlation_id"
+_SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS jobs (
+    request_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    job_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL DEFAULT '{{}}',
+    owner TEXT,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, lease_until) WHERE {_LIVE};
+CREATE INDEX IF NOT EXISTS jobs_live_owner ON jobs (owner) WHERE {_LIVE};
+CREATE TABLE IF NOT EXISTS reply_targets (
+    request_id TEXT NOT NULL,
+    reply_to TEXT NOT NULL,
+    correlation_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (request_id, reply_to, correlation_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id BIGSERIAL PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    correlation_id TEXT,
+    body BYTEA NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    sent_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent_at IS NULL;
+"""
+
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (request_id, exchange, routing_key, message_id, correlation_id, body, created_at)"
+    " SELECT r, e, k, m, c, b, $7"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
+    " WITH ORDINALITY AS u (r, e, k, m, c, b, n) ORDER BY n"
+)
+
+# One final event per reply target. A statement of its own, run after the UPDATE of the
+# job row: see the race note in PostgresLedger.transition.
+_INSERT_REPLIES = (
+    "INSERT INTO outbox (request_id, exchange, routing_key, message_id, correlation_id, body, created_at)"
+    " SELECT request_id, '', reply_to, $2, NULLIF(correlation_id, ''), $3, $4 FROM reply_targets"
+    " WHERE request_id = $1 ORDER BY reply_to, correlation_id"
+)
+
+
+class _Record(Protocol):
+    def __getitem__(self, key: int | str) -> Any: ...
+
+
+class _Queries(Protocol):
+    """What ``asyncpg.Connection`` and ``asyncpg.Pool`` share (asyncpg ships no type hints)."""
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[_Record]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> _Record | None: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class _Connection(_Queries, Protocol):
+    """The part of ``asyncpg.Connection`` this module uses."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+class _Pool(_Queries, Protocol):
+    """The part of ``asyncpg.Pool`` this module uses."""
+
+    def acquire(self) -> AbstractAsyncContextManager[_Connection]: ...
+
+    async def close(self) -> None: ...
+
+
+class PostgresLedger(Ledger):
+    """The several-hosts backend (``postgresql://user@host/db``), on an asyncpg pool.
+
+    ``schema`` puts the tables in that schema (created if missing) instead of the
+    connection's default ``search_path``: for tests, or several deployments in one database.
+    """
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, schema: str | None = None) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"not a PostgreSQL URL (postgresql:// or postgres://): scheme {scheme!r}")
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self.schema = schema
+        self._pool: _Pool | None = None
+
+    # --- plumbing ------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect the pool, then create the schema if it is missing (once, whoever comes first)."""
+        settings = {"search_path": _ident(self.schema)} if self.schema else None
+        pool: _Pool = await asyncpg.create_pool(
+            self.url, min_size=self.min_size, max_size=self.max_size, server_settings=settings
+        )
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                # concurrent CREATE ... IF NOT EXISTS can still collide in the catalogue: serialize them
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                if self.schema:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(self.schema)}")
+                await conn.execute(SCHEMA)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool; it waits for calls that hold a connection to finish."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def _require(self) -> _Pool:
+        if self._pool is None:
+            raise RuntimeError("ledger is not open")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_Connection]:
+        """One connection inside one transaction: committed on exit, rolled back on error."""
+        async with self._require().acquire() as conn, conn.transaction():
+            yield conn
+
+    # --- the contract --------------------------------------------------------------------
+    async def claim(self, record: JobRecord, reply: ReplyTarget | None) -> ClaimResult:
+        """Insert-if-absent; remember ``reply`` either way; a duplicate gets the stored row.
+
+        Race with a terminal :meth:`transition` (which fans ``reply_body`` out to the reply
+        targets): for a duplicate, the job row is locked (``FOR UPDATE``) *before* the
+        reply target is inserted. Either this claim locks first, and the transition's
+        UPDATE waits for our commit and then sees the new target; or the transition
+        commits first, and the row we return is already terminal, so the caller answers
+        the duplicate itself from the ledger. A target is never left unanswered.
+        """
+        t = now()
+        async with self._tx() as conn:
+            inserted = await conn.fetchval(
+                "INSERT INTO jobs (request_id, state, model, request, data, owner, lease_until, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (request_id) DO NOTHING RETURNING true",
+                record.request_id,
+                record.state.value,
+                record.model,
+                json.dumps(record.request),
+                json.dumps(record.data),
+                record.owner,
+                float(record.lease_until),
+                t,
+            )
+            existing: JobRecord | None = None
+            if inserted is None:
+                # ON CONFLICT waited for any concurrent inserter, so the row is committed and visible now
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1 FOR UPDATE", record.request_id
+                )
+                if row is None:
+                    raise RuntimeError(f"job {record.request_id!r} conflicted but cannot be read")
+                existing = _record(row)
+            if reply is not None:
+                await conn.execute(
+                    "INSERT INTO reply_targets (request_id, reply_to, correlation_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING",
+                    record.request_id,
+                    reply.reply_to,
+                    reply.correlation_id or "",
+                )
+        if existing is None:
+            return ClaimResult(True, record)
+        return ClaimResult(False, existing)
+
+    async def transition(
+        self,
+        request_id: str,
+        owner: str,
+        expect: JobState,
+        new: JobState,
+        *,
+        job_id: str | None = None,
+        attempts: int | None = None,
+        data: dict[str, Any] | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+        reply_body: bytes | None = None,
+        reply_message_id: str | None = None,
+    ) -> bool:
+        """Compare-and-set one row and record its messages in the same transaction.
+
+        The reply targets are read by a statement *after* the UPDATE, never within it: the
+        UPDATE may have waited for a duplicate :meth:`claim` holding the row lock, and under
+        ``READ COMMITTED`` only a new statement sees the target that claim committed.
+        """
+        validate_move(expect, new)
+        sets = ["state = $1", "updated_at = $2"]
+        args: list[Any] = [new.value, now()]
+        for column, value in (("job_id", job_id), ("attempts", attempts)):
+            if value is not None:
+                args.append(value)
+                sets.append(f"{column} = ${len(args)}")
+        if data is not None:
+            args.append(json.dumps(data))
+            sets.append(f"data = ${len(args)}")
+        n = len(args)
+        async with self._tx() as conn:
+            moved = await conn.fetchval(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE request_id = ${n + 1} AND state = ${n + 2}"
+                f" AND owner = ${n + 3} RETURNING true",
+                *args,
+                request_id,
+                expect.value,
+                owner,
+            )
+            if moved is None:
+                return False
+            await _insert_outbox(conn, outbox)
+            if reply_body is not None:
+                await conn.execute(_INSERT_REPLIES, request_id, reply_message_id or request_id, reply_body, now())
+        return True
+
+    async def get(self, request_id: str) -> JobRecord | None:
+        """Read one row (latest committed version)."""
+        row = await self._require().fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1", request_id)
+        return None if row is None else _record(row)
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        """Record messages without a state change, in one statement."""
+        await _insert_outbox(self._require(), messages)
+
+    async def renew_leases(self, owner: str, until: float) -> int:
+        """Extend all of ``owner``'s unfinished rows in one UPDATE; returns how many."""
+        status = await self._require().execute(
+            f"UPDATE jobs SET lease_until = $1 WHERE owner = $2 AND {_LIVE}", float(until), owner
+        )
+        return _affected(status)
+
+    async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
+        """Take up to ``limit`` free unfinished rows in one statement.
+
+        ``SKIP LOCKED`` lets peers adopt at the same time without waiting for each other or
+        taking the same row; rows a peer is moving right now are simply left for later.
+        """
+        dead = list(dead_owners)
+        if dead:
+            # a dead owner's leased, unsent events are free too, not only its jobs
+            await self._require().execute(
+                "UPDATE outbox SET lease_until = 0 WHERE sent_at IS NULL AND lease_owner = ANY($1::text[])", dead
+            )
+        rows = await self._require().fetch(
+            "WITH picked AS ("
+            f" SELECT request_id FROM jobs WHERE {_LIVE}"
+            " AND (owner IS NULL OR lease_until < $3 OR owner = ANY($4::text[]))"
+            " LIMIT $5 FOR UPDATE SKIP LOCKED)"
+            " UPDATE jobs SET owner = $1, lease_until = $2 FROM picked WHERE jobs.request_id = picked.request_id"
+            " RETURNING " + ", ".join(f"jobs.{c}" for c in _COLUMNS.split(", ")),
+            owner,
+            float(until),
+            now(),
+            dead,
+            _limit(limit),
+        )
+        return [_record(r) for r in rows]
+
+    async def live_owners(self) -> list[str]:
+        """Distinct owners of unfinished rows and of leased, unsent outbox messages."""
+        rows = await self._require().fetch(
+            f"SELECT DISTINCT owner FROM jobs WHERE {_LIVE} AND owner IS NOT NULL"
+            " UNION SELECT DISTINCT lease_owner FROM outbox WHERE sent_at IS NULL AND lease_owner IS NOT NULL"
+        )
+        return [r[0] for r in rows]
+
+    async def release(self, owner: str) -> int:
+        """Expire ``owner``'s leases now (owner kept), so anyone may adopt the rows."""
+        status = await self._require().execute(f"UPDATE jobs SET lease_until = 0 WHERE owner = $1 AND {_LIVE}", owner)
+        return _affected(status)
+
+    async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
+        """Lease the oldest unsent messages that are free, expired or already ours.
+
+        ``SKIP LOCKED``: publishers on several hosts share the backlog instead of
+        serializing on its head.
+        """
+        rows = await self._require().fetch(
+            "WITH picked AS ("
+            " SELECT id FROM outbox WHERE sent_at IS NULL"
+            " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)"
+            " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
+            " RETURNING " + ", ".join(f"outbox.{c}" for c in _OUTBOX_COLUMNS.split(", ")),
+            owner,
+            float(until),
+            now(),
+            _limit(limit),
+        )
+        messages = [OutboxMessage(r[1], r[2], bytes(r[3]), r[4], r[5], r[6], id=r[0]) for r in rows]
+        messages.sort(key=lambda m: m.id or 0)  # RETURNING has no order of its own
+        return messages
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Stamp the confirmed messages as sent; they leave the pending set."""
+        if ids:
+            await self._require().execute(
+                "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", now(), list(ids)
+            )
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per state (every state present, zero if none) plus ``outbox_pending``."""
+        async with self._tx() as conn:  # one snapshot for both reads
+            rows = await conn.fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            pending = await conn.fetchval("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+        result = {state.value: 0 for state in JobState}
+        result.update({r[0]: int(r[1]) for r in rows})
+        result["outbox_pending"] = int(pending)
+        return result
+
+
+def _ident(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _affected(status: str) -> int:
+    """Row count from a command tag such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _limit(limit: int) -> int | None:
+    """SQLite treats a negative LIMIT as none; PostgreSQL rejects it, so pass NULL (no limit)."""
+    return limit if limit >= 0 else None
+
+
+def _record(row: _Record) -> JobRecord:
+    return JobRecord(
+        row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8]
+    )
+
+
+async def _insert_outbox(conn: _Queries, messages: Sequence[OutboxMessage]) -> None:
+    """Insert ``messages`` in order (ascending ids) with one statement."""
+    if not messages:
+        return
+    await conn.execute(
+        _INSERT_OUTBOX,
+        [m.request_id for m in messages],
+        [m.exchange for m in messages],
+        [m.routing_key for m in messages],
+        [m.message_id for m in messages],
+        [m.correlation_id for m in messages],
+        [m.body for m in messages],
+        now(),
+    )
