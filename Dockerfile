@@ -8,9 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIDEOWORKER_HEALTH_PORT=9464
 
 WORKDIR /app
+# Only the product: worker/ is the source root of the videoworker package. The development
+# tools (devtools/: simulator, demo) and the plugin distributions (plugins/) stay out.
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-COPY plugins ./plugins
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /data videoworker \
     && mkdir -p /data && chown videoworker /data

@@ -22,6 +22,8 @@ from typing import Any
 
 import aio_pika
 import pytest
+
+from tests.schema_check import check_event
 from videoworker.config import Settings, load_settings
 from videoworker_devtools.rabbit import BrokerMissing, ensure_rabbitmq
 from videoworker_devtools.simulator import SimConfig, SimulatorThread
@@ -99,6 +101,20 @@ class Observer:
     events: list[tuple[str, dict[str, Any], aio_pika.abc.AbstractIncomingMessage]] = field(default_factory=list)
     replies: list[tuple[dict[str, Any], aio_pika.abc.AbstractIncomingMessage]] = field(default_factory=list)
     dead: list[aio_pika.abc.AbstractIncomingMessage] = field(default_factory=list)
+    #: Events and replies that broke the published schema (checked at teardown).
+    schema_errors: list[str] = field(default_factory=list)
+
+    def check(self, message: aio_pika.abc.AbstractIncomingMessage, *, reply: bool) -> None:
+        """Validate one received event or reply against the published schema, remembering any failure."""
+        try:
+            check_event(
+                message.body,
+                routing_key=None if reply else message.routing_key,
+                message_id=message.message_id,
+                reply=reply,
+            )
+        except AssertionError as exc:
+            self.schema_errors.append(str(exc))
 
     async def publish(self, body: bytes | dict[str, Any], *, reply: bool = True, **props: Any) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -137,7 +153,7 @@ async def observer(make_settings: Callable[..., Settings]) -> AsyncIterator[Obse
     # declare what the daemon declares, so messages published before it starts are kept
     from videoworker.amqp.broker import Broker
 
-    broker = Broker(settings, lambda m: asyncio.sleep(0))
+    broker = Broker(settings)
     await broker.connect(attempts=3)
     await broker.close()
     obs = Observer(settings, connection, channel)
@@ -148,10 +164,12 @@ async def observer(make_settings: Callable[..., Settings]) -> AsyncIterator[Obse
     obs.reply_queue = reply_q.name
 
     async def on_event(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        obs.check(msg, reply=False)
         obs.events.append((msg.routing_key or "", json.loads(msg.body), msg))
         await msg.ack()
 
     async def on_reply(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        obs.check(msg, reply=True)
         obs.replies.append((json.loads(msg.body), msg))
         await msg.ack()
 
@@ -164,6 +182,10 @@ async def observer(make_settings: Callable[..., Settings]) -> AsyncIterator[Obse
     dead_q = await channel.declare_queue(settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
     await dead_q.consume(on_dead)
     yield obs
+    checked = len(obs.events) + len(obs.replies)
+    assert not obs.schema_errors, f"{len(obs.schema_errors)} of {checked} messages broke the schema:\n" + "\n".join(
+        obs.schema_errors[:5]
+    )
     await channel.queue_delete(settings.request_queue)
     await channel.queue_delete(settings.dead_letter_queue)
     await channel.exchange_delete(settings.events_exchange)
@@ -177,7 +199,12 @@ async def daemon(make_settings: Callable[..., Settings]) -> AsyncIterator[Callab
 
     running: list[tuple[Daemon, asyncio.Task[None]]] = []
 
-    async def start(plugins: dict[str, object] | None = None, **overrides: Any) -> Daemon:
+    async def start(
+        plugins: dict[str, object] | None = None, plugin_config: dict[str, Any] | None = None, **overrides: Any
+    ) -> Daemon:
+        """``plugins``: extra plugin objects by name; ``plugin_config``: the ``[plugins.<name>]`` sections."""
+        if plugin_config is not None:
+            overrides["plugins"] = plugin_config
         d = Daemon(make_settings(**overrides), plugins=plugins)
         task = asyncio.create_task(d.run())
         running.append((d, task))

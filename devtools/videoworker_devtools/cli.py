@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from videoworker.cli.common import Ctx, fail
 from videoworker.errors import WorkerError
 

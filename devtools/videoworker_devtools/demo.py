@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from videoworker.amqp.producer import submit
 from videoworker.config import load_settings
 from videoworker.logs import configure_logging
 from videoworker.runtime import Daemon
-
 from videoworker_devtools.rabbit import BrokerMissing, ensure_rabbitmq
 from videoworker_devtools.simulator import SimConfig, SimulatorThread
 
@@ -101,6 +101,7 @@ def _report(results: list[dict[str, Any]], count: int) -> int:
 
 async def _drop_queues(settings: object) -> None:
     import aio_pika
+
     from videoworker.config import Settings
 
     assert isinstance(settings, Settings)

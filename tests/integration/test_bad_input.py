@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import Observer
+from videoworker_devtools.simulator import SimulatorThread
 
 GOOD = {"model": "google/veo-3.1", "prompt": "a cat", "duration": 4}
 

@@ -1,4 +1,4 @@
-"""Broker faults under load (reliability.md §6.3 R5, R7, R8): the daemon notices, keeps answering, recovers.
+"""Broker faults under load: the daemon notices, keeps answering, recovers.
 
 * RabbitMQ ``stop_app`` for 30 s while jobs run: ``/readyz`` says 503 during the outage,
   results owed meanwhile wait in the outbox and are published afterwards, the consumer
@@ -32,12 +32,12 @@ import aio_pika
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from videoworker.config import Settings
-from videoworker.runtime import Daemon
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import until
 from tests.tcpproxy import TcpProxy
+from videoworker.config import Settings
+from videoworker.runtime import Daemon
+from videoworker_devtools.simulator import SimulatorThread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -10,7 +10,7 @@ time. The last one runs to quiescence. Then, per request id:
 * at most one submit (simulator jobs are mapped back to ids by their unique prompt);
 * the only failure allowed is ``submit_outcome_unknown`` (a kill inside the open
   window), and there are no more of those than kills;
-* no ``.part`` download is left in ``<data_dir>/tmp``, every ledger row is terminal, and
+* no ``.part`` download is left under ``<data_dir>/tmp``, every ledger row is terminal, and
   every outbox row is published, also those a killed relay had leased (two bugs this test
   found, each now pinned by a deterministic test below).
 
@@ -32,10 +32,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import AMQP_URL, Observer
 from tests.tcpproxy import TcpProxy
+from videoworker_devtools.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     # jobs a restart took over from its killed predecessor: shows the kills landed on work in flight
     adoptions = [_adoptions(d.log) for d in lives]
     adopted = sum(len(a) for a in adoptions)
-    part_leaks = len(set((daemon.settings.data_dir / "tmp").glob("*.part")))
+    part_leaks = len(set((daemon.settings.data_dir / "tmp").rglob("*.part")))
     print(
         f"\nchaos: jobs={JOBS} kills={kills} adopted_after_kills={adopted} lost={len(lost)} "
         f"duplicate_submits={len(duplicate_submits)} unknown={len(unknown)} conflicting_finals={len(conflicting)} "
@@ -180,7 +180,7 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     assert set(states) == set(ids)
     assert not {i: s for i, s in states.items() if s not in TERMINAL}, "rows left unfinished in the ledger"
     assert not pending, f"{len(pending)} outbox row(s) never published (lease owners {set(pending)})"
-    leftovers = sorted(p.name for p in (daemon.settings.data_dir / "tmp").glob("*.part"))
+    leftovers = sorted(p.name for p in (daemon.settings.data_dir / "tmp").rglob("*.part"))
     assert not leftovers, f".part files left behind: {leftovers}"
     assert not observer.dead, "a request was dead-lettered"
 
@@ -258,7 +258,7 @@ async def test_restart_after_stored_commit_removes_the_download(
     await observer.publish({"id": "leak-1", "model": MODEL, "prompt": "leak"}, correlation_id="leak")
     await asyncio.to_thread(first.wait, 30)
     tmp = first.settings.data_dir / "tmp"
-    (part,) = tmp.glob("leak-1.*.part")
+    (part,) = tmp.glob("leak-1/*.part")
     video = first.settings.data_dir / "videos" / "leak-1" / "0.mp4"
     digest = hashlib.sha256(video.read_bytes()).hexdigest()
     ledger_path = Path(urlsplit(first.settings.effective_ledger_url).path)
@@ -289,3 +289,4 @@ async def test_restart_after_stored_commit_removes_the_download(
     assert observer.reply_for("leak-1")[0]["status"] == "completed"
     await asyncio.to_thread(second.stop)
     assert not part.exists(), f"{part.name} left behind in {tmp}"
+    assert not part.parent.exists(), "the job's temp folder outlived the job"

@@ -8,10 +8,9 @@ import os
 import sys
 from typing import Any
 
+from tests.conftest import ROOT, Observer
 from videoworker.config import Settings
 from videoworker_devtools.simulator import SimulatorThread
-
-from tests.conftest import ROOT, Observer
 
 
 async def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
@@ -96,3 +95,30 @@ async def test_run_refuses_to_start_without_a_key() -> None:
     code, _, err = await _cli("run", env={**env, "CREDENTIALS_DIRECTORY": "/nonexistent"})
     assert code == 2
     assert "OPENROUTER_API_KEY" in err
+
+
+async def test_schema_asyncapi_prints_the_committed_document() -> None:
+    """`videoworker schema asyncapi` prints exactly docs/asyncapi.json, so the two cannot drift."""
+    code, out, _ = await _cli("schema", "asyncapi")
+    assert code == 0 and out == (ROOT / "docs" / "asyncapi.json").read_text()
+    assert json.loads(out)["asyncapi"] == "3.0.0"
+
+
+async def test_dev_commands_explain_how_to_get_them_when_missing(tmp_path: Any) -> None:
+    """Without the devtools distribution, `simulate` and `demo` say how to install it instead of failing oddly."""
+    code = (
+        "import sys\n"
+        "from importlib import metadata\n"
+        "real = metadata.entry_points\n"
+        "metadata.entry_points = lambda **kw: [] if kw.get('group') == 'videoworker.commands' else real(**kw)\n"
+        "from videoworker.cli import main\n"
+        "sys.argv = ['videoworker', sys.argv[1]]\n"
+        "main()\n"
+    )
+    for command in ("simulate", "demo"):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, command, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 2
+        assert "videoworker-devtools" in err.decode() and "pip install -e ./devtools" in err.decode()

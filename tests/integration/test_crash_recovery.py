@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from videoworker.core.crashpoints import POINTS
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import Observer
+from videoworker.core.crashpoints import POINTS
+from videoworker_devtools.simulator import SimulatorThread
 
 EXPECTED = {point: "completed" for point in POINTS} | {"after_post": "failed"}
 

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from videoworker_devtools.simulator import SimulatorThread
-
 from tests.conftest import Observer
+from videoworker_devtools.simulator import SimulatorThread
 
 
 def _request(i: int = 0, **extra: Any) -> dict[str, Any]:

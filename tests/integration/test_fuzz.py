@@ -27,11 +27,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+
+from tests.conftest import Observer
 from videoworker.contract.request import LOCAL_FIELDS
 from videoworker_devtools.simulator import SimulatorThread
 from videoworker_devtools.simulator.catalogue import ALL_ASPECT_RATIOS, ALL_RESOLUTIONS, DEFAULT_VIDEO_MODELS
-
-from tests.conftest import Observer
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_PROMPT_CHARS = 8000

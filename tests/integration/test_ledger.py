@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import pytest_asyncio
+
 from videoworker.core.states import IllegalTransition, JobState
-from videoworker.ledger import open_ledger
+from videoworker.ledger import SCHEMA_VERSION, open_ledger
 from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
 from videoworker.ledger.postgres import PostgresLedger
 from videoworker.ledger.sqlite import SQLiteLedger
@@ -371,6 +372,11 @@ async def test_rows_survive_reopen(store: Opener) -> None:
     second = await store()
     assert await second.get(rec.request_id) == rec
     assert not (await second.claim(job(rec.request_id), None)).created
+
+
+async def test_open_ledger_is_at_the_latest_schema_version(ledger: Ledger) -> None:
+    """An opened ledger reports the schema version this code creates."""
+    assert await ledger.schema_version() == SCHEMA_VERSION
 
 
 async def test_closed_ledger_refuses_calls(store: Opener) -> None:

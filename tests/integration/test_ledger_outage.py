@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import Observer
+from videoworker_devtools.simulator import SimulatorThread
 
 
 class Locker:

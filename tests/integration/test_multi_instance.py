@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import DaemonProcess, Observer, until
+from videoworker_devtools.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
 

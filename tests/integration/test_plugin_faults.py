@@ -13,16 +13,13 @@ import itertools
 import time
 from typing import Any
 
-import pytest
 import structlog
-import videoworker.core.engine
-import videoworker.plugins.manager
 from prometheus_client import REGISTRY
+
+from tests.conftest import Observer
 from videoworker import JobEvent, OutputFile, StoredOutput, hookimpl
 from videoworker.contract.request import VideoRequest
 from videoworker_devtools.simulator import SimulatorThread
-
-from tests.conftest import Observer
 
 GOOD = {"model": "google/veo-3.1", "prompt": "a plugin-fault cat", "duration": 4}
 
@@ -59,14 +56,12 @@ class FlakyStore:
 
 
 async def test_flaky_storage_is_retried_until_it_succeeds(
-    daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+    daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     """Three failures, then success: the job completes with both locations, one submit, 4+ store attempts."""
-    real_backoff = videoworker.core.engine.backoff
-    # the same full-jitter shape, ten times faster, so the test does not wait up to 14 s
-    monkeypatch.setattr(videoworker.core.engine, "backoff", lambda attempt, **kw: real_backoff(attempt, **kw) / 10)
     flaky = FlakyStore(failures=3)
-    await daemon(plugins={"flaky": flaky})
+    # the same full-jitter shape, ten times faster, so the test does not wait up to 14 s
+    await daemon(plugins={"flaky": flaky}, retry_backoff_base=0.1)
     await observer.publish(_req("flaky-1"), correlation_id="flaky-1")
     await observer.wait(lambda: observer.reply_for("flaky-1"), timeout=30, what="the final reply")
     final = observer.reply_for("flaky-1")[0]
@@ -153,13 +148,12 @@ async def test_crashing_notifier_never_fails_the_job(daemon: Any, observer: Obse
 
 
 async def test_hanging_notifier_does_not_delay_the_final_event(
-    daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+    daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
-    """A notifier that never returns is cut off after EVENT_HOOK_TIMEOUT; the events go out regardless."""
-    monkeypatch.setattr(videoworker.plugins.manager, "EVENT_HOOK_TIMEOUT", 0.5)
+    """A notifier that never returns is cut off after observer_timeout; the events go out regardless."""
     notifier = HangingNotifier()
     before = _plugin_errors("hangs")
-    d = await daemon(plugins={"hangs": notifier})
+    d = await daemon(plugins={"hangs": notifier}, observer_timeout=0.5)
     await observer.publish(_req("hang-1"), correlation_id="hang-1")
     await observer.wait(lambda: observer.reply_for("hang-1"), what="the final reply")
     replied = time.monotonic()
@@ -251,14 +245,12 @@ class SpyStore:
 
 
 async def test_a_failing_store_leaves_no_storage_coroutine_dangling(
-    daemon: Any, observer: Observer, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+    daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     """Expected: when one storage plugin fails, every other storage coroutine of that attempt is awaited or closed."""
-    real_backoff = videoworker.core.engine.backoff
-    monkeypatch.setattr(videoworker.core.engine, "backoff", lambda attempt, **kw: real_backoff(attempt, **kw) / 10)
     spy, flaky = SpyStore(), FlakyStore(failures=1)
-    # pluggy calls the last registered first: flaky, then spy, then the built-in local
-    await daemon(plugins={"spy": spy, "flaky": flaky})
+    # pluggy calls the last registered first: spy, then flaky (which fails once), then the built-in local
+    await daemon(plugins={"flaky": flaky, "spy": spy}, retry_backoff_base=0.1)
     await observer.publish(_req("spy-1"), correlation_id="spy-1")
     await observer.wait(lambda: observer.reply_for("spy-1"), timeout=30, what="the final reply")
     assert observer.reply_for("spy-1")[0]["status"] == "completed"

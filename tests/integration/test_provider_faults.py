@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 import structlog
 from prometheus_client import REGISTRY
-from videoworker_devtools.simulator import SimulatorThread
 
 from tests.conftest import Observer
+from videoworker_devtools.simulator import SimulatorThread
 
 AMBIGUOUS = {0, 500, 502, 504}
 

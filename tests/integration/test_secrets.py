@@ -8,9 +8,8 @@ import sys
 import time
 from typing import Any
 
-from videoworker_devtools.simulator import SimulatorThread
-
 from tests.conftest import ROOT, Observer
+from videoworker_devtools.simulator import SimulatorThread
 
 CANARY = "sk-or-v1-canary-5f3e9d2c71"
 FORBIDDEN = (CANARY, "Authorization", "Bearer ")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-from videoworker.contract.request import VideoRequest, parse_request
-from videoworker.default_plugins.capabilities import videoworker_validate_request
+
+from tests.helpers import make_request
+from videoworker import Catalogue
+from videoworker.contract.request import VideoRequest
+from videoworker.default_plugins.capabilities import (
+    DOCUMENTED_ASPECT_RATIOS,
+    DOCUMENTED_RESOLUTIONS,
+    videoworker_validate_request,
+)
 from videoworker.errors import InvalidRequest
-from videoworker.provider.catalogue import DOCUMENTED_ASPECT_RATIOS, DOCUMENTED_RESOLUTIONS, Catalogue
 from videoworker.provider.models import VideoModel
 
 MODEL = "acme/video-1"
@@ -30,15 +35,7 @@ OPEN = VideoModel(id="acme/open")  # every list null: nothing is restricted
 
 
 def request(**fields: Any) -> VideoRequest:
-    body = {"model": MODEL, "prompt": "a red kite over the sea", **fields}
-    return parse_request(
-        json.dumps(body).encode(),
-        message_id=None,
-        content_type=None,
-        max_message_bytes=1 << 20,
-        max_prompt_chars=8000,
-        max_metadata_bytes=16384,
-    )
+    return make_request(**{"model": MODEL, "prompt": "a red kite over the sea", **fields})
 
 
 def catalogue(*models: VideoModel) -> Catalogue:

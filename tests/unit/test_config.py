@@ -1,4 +1,4 @@
-"""Unit tests for worker.config: the configuration names of DESIGN.md, sources, precedence and refusals."""
+"""Unit tests for videoworker.config: the stable configuration names, sources, precedence and refusals."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from videoworker.config import Settings, describe, load_settings, redact_url
 from videoworker.errors import ConfigError
 
@@ -49,7 +50,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     assert 0 < s.poll_interval <= s.poll_max_interval
 
 
-# --- every DESIGN.md name, exactly as written --------------------------------------------------
+# --- every stable name, exactly as written ------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Unit tests for worker.messages: the request half of the wire contract."""
+"""Unit tests for videoworker.contract.request: the request half of the wire contract."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from videoworker.contract.request import LOCAL_FIELDS, VideoRequest, parse_request, salvage_reply
 from videoworker.errors import InvalidRequest
 

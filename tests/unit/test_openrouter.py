@@ -1,4 +1,4 @@
-"""Unit tests for worker.openrouter and worker.models, against httpx.MockTransport (no network)."""
+"""Unit tests for videoworker.provider (client, answers, models), against httpx.MockTransport (no network)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from videoworker.errors import AmbiguousSubmit, DownloadError, PermanentError, ProviderError, RetryableError
 from videoworker.provider.client import OpenRouterClient, parse_retry_after
 from videoworker.provider.models import Download, Job, VideoModel
@@ -277,7 +278,7 @@ class TestJobIds:
         assert seen == ["/api/v1/videos/a.b:c_d-e"]
 
 
-# --- classification (reliability.md §4.1) ----------------------------------------------------
+# --- classification (what the caller does next) ----------------------------------------------------
 
 
 class TestSubmitClassification:

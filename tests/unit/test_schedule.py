@@ -10,6 +10,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from videoworker.core.schedule import PollPlanner, Timers, backoff
 
 durations = st.floats(min_value=0.1, max_value=20_000, allow_nan=False, allow_infinity=False)

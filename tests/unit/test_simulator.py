@@ -1,4 +1,4 @@
-"""Tests of the OpenRouter video API simulator itself (worker.simulator).
+"""Tests of the OpenRouter video API simulator itself (videoworker_devtools.simulator).
 
 One simulator thread serves the whole module; every test starts from a reset simulator
 with fast jobs (0.1-0.2 s) and no faults, then turns on the knobs it needs. Waits are
@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+
 from videoworker_devtools.simulator import SimConfig, SimulatorThread, bound_port, mp4, serve
 from videoworker_devtools.simulator.state import REQUEST_LOG_SIZE, SimState
 

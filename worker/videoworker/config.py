@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     submit_max_attempts: int = Field(8, ge=1, description="retryable submit failures before the job fails")
     download_max_attempts: int = Field(5, ge=1)
     storage_retry_seconds: float = Field(600.0, ge=0, description="how long a failing storage is retried, s")
+    retry_backoff_base: float = Field(
+        1.0, gt=0, description="scales every retry's backoff (first retries wait about this long), s"
+    )
 
     # --- policy ------------------------------------------------------------------------
     resubmit_unknown: bool = Field(
@@ -99,6 +102,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     health_port: int | None = Field(None, ge=0, le=65535, description="serve /healthz /readyz /metrics on this port")
     disabled_plugins: list[str] = Field(default_factory=list)
+    trace_plugins: bool = Field(False, description="log every plugin hook call with its duration and outcome")
+    observer_timeout: float = Field(30.0, gt=0, description="longest a videoworker_job_event observer may run, s")
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings by plugin name")
 
     @field_validator("openrouter_api_key")

@@ -11,7 +11,8 @@
     │   ├── PermanentError     retrying cannot help; fail the job
     │   └── AmbiguousSubmit    a submit may or may not have been accepted (and charged)
     ├── DownloadError          a video download was cut, too big, or not an MP4
-    └── StorageError           a storage plugin could not keep an output
+    ├── StorageError           a storage plugin could not keep an output
+    └── Unroutable             the broker returned a publish: no queue is bound to its routing key
 
 Messages never carry the API key or an ``Authorization`` header: only status codes,
 paths and the provider's own error text.
@@ -94,3 +95,7 @@ class DownloadError(WorkerError):
 
 class StorageError(WorkerError):
     """Raised by or for a storage plugin that could not keep an output; the host retries with backoff."""
+
+
+class Unroutable(WorkerError):
+    """Raised when the broker returned a publish: no queue is bound to its routing key (e.g. a gone ``reply_to``)."""

@@ -1,9 +1,10 @@
-"""The running daemon: wires settings to ledger, client, plugins, broker and engine, and stops cleanly.
+"""The running daemon: wires the parts together, starts them in order, and stops them cleanly.
 
-Start order: plugins' startup, ledger, adoption of unfinished jobs, broker, consumer.
-Stop order (SIGTERM/SIGINT): stop intake, give in-flight submits ``shutdown_grace``
-seconds, release every lease so a restart or a peer adopts the jobs at once, close.
-Unfinished work stays in the ledger; unacked deliveries go back to the queue.
+Start: plugins' startup, ledger, engine, adoption of unfinished jobs, outbox relay and
+lease renewal, broker, consumer. Stop (SIGTERM/SIGINT): intake closes, in-flight submits
+get ``shutdown_grace`` seconds, leases are released so a restart or a peer adopts the
+jobs at once, everything closes. Unfinished work stays in the ledger; unacked deliveries
+go back to the queue. No logic of its own lives here: see :mod:`videoworker.core`.
 """
 
 from __future__ import annotations
@@ -11,30 +12,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from videoworker.amqp.broker import Broker
+from videoworker.amqp.consumer import Consumer
 from videoworker.config import Settings, redact_url
 from videoworker.core.engine import Engine
+from videoworker.core.gate import IntakeGate
 from videoworker.core.intake import Intake
+from videoworker.core.ownership import Leases
 from videoworker.errors import ConfigError
 from videoworker.health import serve_health
 from videoworker.ledger import open_ledger
-from videoworker.ledger.base import dead_local_owners
 from videoworker.ledger.outbox import OutboxRelay
-from videoworker.plugins.manager import Hooks, describe_plugins, make_plugin_manager
+from videoworker.plugins.hooks import Hooks
+from videoworker.plugins.manager import describe_plugins, make_plugin_manager
 from videoworker.provider.catalogue import CatalogueCache
 from videoworker.provider.client import OpenRouterClient
 
 log = structlog.get_logger("videoworker.runtime")
-_ADOPT_BATCH = 1000
+
+_LEDGER_PING_TIMEOUT = 2.0
 
 
 class Daemon:
-    """One instance of the worker. ``await Daemon(settings).run()`` runs until a stop signal."""
+    """One instance of the worker. ``await Daemon(settings).run()`` runs until a stop signal.
+
+    ``plugins`` registers extra plugin objects by name, after the installed ones (for tests
+    and embedding).
+    """
 
     def __init__(self, settings: Settings, *, plugins: dict[str, object] | None = None) -> None:
         if settings.openrouter_api_key is None:
@@ -59,24 +68,19 @@ class Daemon:
             + settings.max_concurrent_downloads
             + 4,
         )
-        self.broker = Broker(settings, self._handle)
+        self.broker = Broker(settings)
         self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id, settings.lease_seconds)
+        self.gate = IntakeGate(settings.max_inflight, self.ledger, self._consume)
         self.engine = Engine(
-            settings, self.ledger, self.client, self.hooks, on_outbox=self.outbox.wake, on_load=self._on_load
+            settings, self.ledger, self.client, self.hooks, on_outbox=self.outbox.wake, on_load=self.gate.on_load
         )
+        self.leases = Leases(settings, self.ledger, self.engine)
         self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
-        self.intake = Intake(
-            settings,
-            self.ledger,
-            self.hooks,
-            self.catalogue,
-            self.broker,
-            self.engine,
-            on_ledger_error=self._ledger_down,
+        intake = Intake(
+            settings, self.ledger, self.hooks, self.catalogue, self.engine, on_ledger_error=self.gate.ledger_down
         )
+        self.consumer = Consumer(settings, self.broker, intake)
         self._stop = asyncio.Event()
-        self._holds: set[str] = set()  # reasons intake is paused: "capacity", "ledger"
-        self._gate_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
         self.health_port: int | None = None
@@ -85,7 +89,7 @@ class Daemon:
     @property
     def paused(self) -> bool:
         """True while intake is paused on purpose (at ``max_inflight``, or while the ledger fails)."""
-        return bool(self._holds)
+        return self.gate.paused
 
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT when installed)."""
@@ -101,7 +105,7 @@ class Daemon:
         await self.hooks.startup()
         await self.ledger.open()
         if s.health_port is not None:
-            self._health, self.health_port = await serve_health(self, s.health_port)
+            self._health, self.health_port = await serve_health(self.readiness, s.health_port)
             log.info("health endpoints up", port=self.health_port)
         try:
             await self._serve()
@@ -118,18 +122,40 @@ class Daemon:
             log.info("stopping: intake closes, unfinished jobs stay in the ledger", signal=why)
             self._stop.set()
 
+    async def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` reports: broker up, consumer registered (or paused on purpose), ledger answering."""
+        try:
+            async with asyncio.timeout(_LEDGER_PING_TIMEOUT):
+                await self.ledger.get("__readyz__")
+            ledger = True
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            ledger = False
+        broker = self.broker.connected
+        intake = self.broker.consuming or self.paused
+        return {
+            "ready": bool(self.ready.is_set() and broker and intake and ledger),
+            "broker_connected": broker,
+            "consuming": self.broker.consuming,
+            "intake_paused": self.paused,
+            "ledger": ledger,
+            "jobs": self.engine.load,
+            "instance": self.settings.instance_id,
+        }
+
     async def _serve(self) -> None:
         self.engine.start()
-        await self._adopt(include_self=True)
-        self._tasks = [asyncio.create_task(self.outbox.run()), asyncio.create_task(self._leases())]
+        await self.leases.adopt(at_start=True)
+        self._tasks = [asyncio.create_task(self.outbox.run()), asyncio.create_task(self.leases.run())]
         await self.broker.connect()
-        await self._apply_gate()
+        self.gate.live = True
+        await self.gate.sync()
         self.ready.set()
         log.info("ready", jobs=self.engine.load)
         await self._stop.wait()
 
     async def _shutdown(self) -> None:
         self.ready.clear()
+        await self.gate.close()
         await self.broker.stop_consuming()
         await self.engine.stop(self.settings.shutdown_grace)
         for task in self._tasks:
@@ -141,8 +167,7 @@ class Daemon:
                 async with asyncio.timeout(2):
                     await self.outbox.flush()
         with contextlib.suppress(Exception):
-            released = await self.ledger.release(self.settings.instance_id)
-            log.info("leases released", jobs=released)
+            log.info("leases released", jobs=await self.leases.release())
         await self.broker.close()
         if self._health is not None:
             await self._health.cleanup()
@@ -151,79 +176,8 @@ class Daemon:
         await self.ledger.close()
         log.info("stopped")
 
-    async def _handle(self, message: object) -> None:
-        await self.intake.handle(message)  # type: ignore[arg-type]
-
-    def _on_load(self, load: int) -> None:
-        """Pause intake at ``max_inflight`` jobs; resume below 90 % of it."""
-        limit = self.settings.max_inflight
-        if load >= limit:
-            self._set_hold("capacity", True, jobs=load)
-        elif load < max(1, int(limit * 0.9)):
-            self._set_hold("capacity", False, jobs=load)
-
-    def _ledger_down(self) -> None:
-        """Intake could not write the ledger: stop taking deliveries until it answers again.
-
-        Nacking deliveries one by one would spend their delivery limit and dead-letter
-        healthy requests during a long outage; pausing costs each at most one delivery.
-        """
-        if "ledger" not in self._holds:
-            self._set_hold("ledger", True)
-            self._tasks.append(asyncio.get_running_loop().create_task(self._await_ledger()))
-
-    async def _await_ledger(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                async with asyncio.timeout(5):
-                    await self.ledger.get("__ping__")
-            except Exception:  # noqa: BLE001 - still down
-                continue
-            self._set_hold("ledger", False)
-            return
-
-    def _set_hold(self, reason: str, on: bool, **context: object) -> None:
-        before = bool(self._holds)
-        if on:
-            self._holds.add(reason)
-        else:
-            self._holds.discard(reason)
-        if before != bool(self._holds):
-            level = log.warning if on else log.info
-            level("intake paused" if on else "intake resumed", reason=reason, **context)
-            if self.ready.is_set():
-                asyncio.get_running_loop().create_task(self._apply_gate())
-
-    async def _apply_gate(self) -> None:
-        """Consume exactly when nothing holds intake and the daemon is not stopping."""
-        async with self._gate_lock:
-            want = not self._holds and not self._stop.is_set()
-            if want and not self.broker.consuming:
-                await self.broker.start_consuming()
-            elif not want and self.broker.consuming:
-                await self.broker.stop_consuming()
-
-    async def _leases(self) -> None:
-        period = self.settings.lease_seconds / 3
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self.ledger.renew_leases(self.settings.instance_id, time.time() + self.settings.lease_seconds)
-                await self._adopt(include_self=False)
-            except Exception as exc:  # noqa: BLE001 - the ledger may be briefly unavailable
-                log.error("lease renewal failed", error=f"{type(exc).__name__}: {exc}")
-
-    async def _adopt(self, *, include_self: bool) -> None:
-        me = self.settings.instance_id
-        if include_self:
-            # rows under our own name belong to a former life of this instance (same host and pid)
-            await self.ledger.release(me)
-        while self.engine.load < self.settings.max_inflight:
-            dead = dead_local_owners(await self.ledger.live_owners(), me)
-            room = min(_ADOPT_BATCH, self.settings.max_inflight - self.engine.load)
-            records = await self.ledger.adopt(me, time.time() + self.settings.lease_seconds, dead, room)
-            for record in records:
-                self.engine.resume(record)
-            if len(records) < room:
-                return
+    async def _consume(self, on: bool) -> None:
+        if on and not self.broker.consuming:
+            await self.broker.start_consuming(self.consumer.handle)
+        elif not on and self.broker.consuming:
+            await self.broker.stop_consuming()

@@ -3,8 +3,8 @@
 This module owns the handlers serving ``/api/v1/videos*``, ``/api/v1/videos/models`` and
 ``/api/v1/models``, the unauthenticated admin endpoints under ``/_sim/``, the middleware
 (latency, API key, JSON errors, request log), fault answers, :func:`create_app`,
-:func:`serve` and :func:`bound_port`. ``videoworker simulate`` in ``worker/cli.py`` runs
-it as a process; :mod:`worker.simulator.thread` runs it from synchronous code.
+:func:`serve` and :func:`bound_port`. ``videoworker simulate`` (:mod:`videoworker_devtools.cli`) runs
+it as a process; :mod:`videoworker_devtools.simulator.thread` runs it from synchronous code.
 """
 
 from __future__ import annotations

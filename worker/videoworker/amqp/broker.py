@@ -1,9 +1,9 @@
-"""Everything AMQP: connection, topology, the request consumer and confirmed publishes.
+"""The broker connection: topology, consuming, and confirmed publishes.
 
-Only this module imports aio-pika. It never decides what a message means: it hands
-each delivery to the engine's callback and publishes what the engine asks, with a
-publisher confirm, ``mandatory`` routing and a timeout (an outage must not hang a
-publish forever; reliability.md §2.1).
+It never decides what a message means: it hands each request delivery to a callback
+(:class:`videoworker.amqp.consumer.Consumer`) and publishes what it is asked to, with a
+publisher confirm, ``mandatory`` routing and a timeout, so a broker outage can delay a
+publish but never hang it.
 """
 
 from __future__ import annotations
@@ -20,22 +20,19 @@ from aio_pika.exceptions import DeliveryError, PublishError
 
 from videoworker import metrics
 from videoworker.config import Settings
-from videoworker.errors import ConfigError
+from videoworker.contract.topology import request_queue_arguments
+from videoworker.errors import ConfigError, Unroutable
 
 log = structlog.get_logger("videoworker.broker")
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
-class Unroutable(Exception):
-    """Raised when the broker returned a publish: no queue is bound to its routing key."""
-
-
 class Broker:
     """One robust connection, a consuming channel and a publishing channel (both confirm-enabled)."""
 
-    def __init__(self, settings: Settings, handler: Handler) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._handler = handler
+        self._handler: Handler | None = None
         self._connection: AbstractRobustConnection | None = None
         # strong references: aio-pika restores only channels and queues still alive (aio-pika #536)
         self._consume_channel: AbstractRobustChannel | None = None
@@ -100,14 +97,7 @@ class Broker:
             self._queue = await self._consume_channel.declare_queue(
                 s.request_queue,
                 durable=True,
-                arguments={
-                    "x-queue-type": "quorum",
-                    "x-delivery-limit": s.delivery_limit,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": s.dead_letter_queue,
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                },
+                arguments=request_queue_arguments(s.delivery_limit, s.dead_letter_queue),
             )
             await self._publish_channel.declare_exchange(s.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -116,8 +106,10 @@ class Broker:
                 f"(quorum, delivery limit {s.delivery_limit}, dead-letter to {s.dead_letter_queue!r}): {exc}"
             ) from None
 
-    async def start_consuming(self) -> None:
-        if self._queue is not None and self._consumer_tag is None:
+    async def start_consuming(self, handler: Handler | None = None) -> None:
+        """Consume the request queue with ``handler`` (or the one given before)."""
+        self._handler = handler or self._handler
+        if self._queue is not None and self._consumer_tag is None and self._handler is not None:
             self._consumer_tag = await self._queue.consume(self._handler)
             log.info("consuming", queue=self.settings.request_queue, prefetch=self.settings.prefetch)
 

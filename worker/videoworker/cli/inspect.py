@@ -59,9 +59,14 @@ def models(obj: Ctx, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("which", type=click.Choice(["request", "event", "all"]), default="all")
+@click.argument("which", type=click.Choice(["request", "event", "all", "asyncapi"]), default="all")
 def schema(which: str) -> None:
-    """Print the JSON Schemas of the request and result-event messages."""
+    """Print the JSON Schemas of the request and result-event messages, or the AsyncAPI 3 document."""
+    if which == "asyncapi":
+        from videoworker.contract.asyncapi import render
+
+        click.echo(render(), nl=False)
+        return
     from videoworker.contract.schemas import schemas
 
     found = schemas()

@@ -52,7 +52,7 @@ class FrameImage(_Open):
 
 
 class VideoRequest(BaseModel):
-    """A video-generation request as producers publish it (DESIGN.md, wire contract)."""
+    """A video-generation request as producers publish it (the request half of the wire contract)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 

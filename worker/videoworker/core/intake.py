@@ -1,46 +1,78 @@
-"""Intake: one request delivery in, and exactly one of three outcomes out.
+"""Intake: one request delivery in, one verdict out. The AMQP side carries the verdict out.
 
-1. Refused: bad input gets a failed event (to ``reply_to`` and the events exchange) and
-   a dead letter carrying the reason; then the delivery is acked. Nothing is claimed.
-2. Claimed: the id is written to the ledger, *then* the delivery is acked.
-3. Not now: the ledger or the broker failed, or a plugin crashed; the delivery is
-   nacked back after a pause that grows with ``x-delivery-count``, and the queue's
-   delivery limit dead-letters a message that keeps failing (no hot loop).
+1. :class:`Refuse`: bad input. The delivery is dead-lettered with the reason, a failed
+   event goes to the events exchange and to ``reply_to``, then it is acked. Nothing is claimed.
+2. :class:`Accept`: the id is claimed in the ledger (a new job, or a duplicate answered
+   from the ledger); the delivery is acked. The claim comes first, so a lost ack only
+   causes a redelivery that is answered as a duplicate.
+3. :class:`Requeue`: the ledger failed or a check crashed. The delivery goes back after a
+   pause (``pause`` None: a pause that grows with the delivery count), and the queue's
+   delivery limit dead-letters a message that keeps failing, so there is no hot loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from videoworker import metrics
-from videoworker.amqp.broker import Unroutable
-from videoworker.contract.events import build_event, encode, error_body, iso, message_id, routing_key
+from videoworker.config import Settings
+from videoworker.contract.events import build_event, encode, error_body, iso
 from videoworker.contract.request import VideoRequest, parse_request, salvage_reply
 from videoworker.core.crashpoints import crashpoint
+from videoworker.core.engine import Engine
 from videoworker.core.states import JobState
 from videoworker.errors import InvalidRequest
-from videoworker.ledger.base import JobRecord, ReplyTarget
-
-if TYPE_CHECKING:
-    from videoworker.amqp.broker import Broker
-    from videoworker.config import Settings
-    from videoworker.core.engine import Engine
-    from videoworker.ledger.base import Ledger
-    from videoworker.plugins.manager import Hooks
-    from videoworker.provider.catalogue import CatalogueCache
+from videoworker.ledger.base import JobRecord, Ledger, ReplyTarget
+from videoworker.plugins.hooks import Hooks
+from videoworker.provider.catalogue import CatalogueCache
 
 log = structlog.get_logger("videoworker.intake")
-_MAX_PAUSE = 30.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One request message as the broker handed it over: the body and the AMQP properties we honour."""
+
+    body: bytes
+    message_id: str | None = None
+    content_type: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    delivery_count: int = 0  # earlier deliveries of this message (quorum queues count them)
+    tag: str = ""  # names the delivery when the body names nothing
+
+
+@dataclass(frozen=True)
+class Accept:
+    """The claim is durable: ack the delivery."""
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Not now: return the delivery after ``pause`` seconds (None: grow the pause with the delivery count)."""
+
+    reason: str
+    pause: float | None = None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Bad input: dead-letter the delivery with ``error``, publish ``event`` (failed), then ack."""
+
+    error: InvalidRequest
+    request_id: str
+    event: bytes
+
+
+Verdict = Accept | Requeue | Refuse
 
 
 class Intake:
-    """The request consumer's callback."""
+    """Decides what becomes of each request delivery; never acks, nacks or publishes itself."""
 
     def __init__(
         self,
@@ -48,7 +80,6 @@ class Intake:
         ledger: Ledger,
         hooks: Hooks,
         catalogue: CatalogueCache,
-        broker: Broker,
         engine: Engine,
         *,
         on_ledger_error: Callable[[], None] = lambda: None,
@@ -57,45 +88,43 @@ class Intake:
         self.ledger = ledger
         self.hooks = hooks
         self.catalogue = catalogue
-        self.broker = broker
         self.engine = engine
         self._on_ledger_error = on_ledger_error
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def take(self, delivery: Delivery) -> Verdict:
+        """Check, then claim one delivery; any unexpected error returns it to the queue."""
         structlog.contextvars.clear_contextvars()
         try:
-            request = await self._parse(message)
+            request = await self._check(delivery)
         except InvalidRequest as exc:
-            await self._refuse(message, exc)
-            return
+            return self._refuse(delivery, exc)
         except Exception:
             log.exception("request check crashed; the delivery goes back to the queue")
-            await self._later(message, "validation crashed")
-            return
+            return Requeue("validation crashed")
         assert request.id is not None
         structlog.contextvars.bind_contextvars(request_id=request.id)
         try:
-            await self._claim(message, request)
+            return await self._claim(delivery, request)
         except Exception:  # never leave a delivery neither acked nor returned
             log.exception("claiming the request crashed; the delivery goes back to the queue")
-            await self._later(message, "claim crashed")
+            return Requeue("claim crashed")
 
-    async def _parse(self, message: AbstractIncomingMessage) -> VideoRequest:
+    async def _check(self, delivery: Delivery) -> VideoRequest:
         s = self.settings
         request = parse_request(
-            message.body,
-            message_id=message.message_id,
-            content_type=message.content_type,
+            delivery.body,
+            message_id=delivery.message_id,
+            content_type=delivery.content_type,
             max_message_bytes=s.max_message_bytes,
             max_prompt_chars=s.max_prompt_chars,
             max_metadata_bytes=s.max_metadata_bytes,
         )
-        self.hooks.validate_request(request, await self.catalogue.get())
+        await self.hooks.validate_request(request, await self.catalogue.get())
         return request
 
-    async def _claim(self, message: AbstractIncomingMessage, request: VideoRequest) -> None:
+    async def _claim(self, delivery: Delivery, request: VideoRequest) -> Verdict:
         assert request.id is not None
-        reply = ReplyTarget(message.reply_to, message.correlation_id) if message.reply_to else None
+        reply = ReplyTarget(delivery.reply_to, delivery.correlation_id) if delivery.reply_to else None
         record = JobRecord(
             request.id,
             JobState.RECEIVED,
@@ -112,11 +141,8 @@ class Intake:
                 "ledger unavailable; intake pauses and the delivery goes back", error=f"{type(exc).__name__}: {exc}"
             )
             self._on_ledger_error()
-            await self._later(message, "ledger unavailable", pause=1.0)
-            return
+            return Requeue("ledger unavailable", pause=1.0)
         crashpoint("after_claim")
-        # even if the ack is lost the claim stands: the redelivery is answered as a duplicate
-        await self._ack(message)
         if result.created:
             metrics.REQUESTS.labels(outcome="accepted").inc()
             log.info("request accepted", model=request.model)
@@ -124,10 +150,11 @@ class Intake:
         else:
             metrics.REQUESTS.labels(outcome="duplicate").inc()
             await self.engine.duplicate(result.record, reply)
+        return Accept()
 
-    async def _refuse(self, message: AbstractIncomingMessage, exc: InvalidRequest) -> None:
-        known = salvage_reply(message.body)
-        request_id = known.get("id") or message.message_id or f"unparsed-{message.delivery_tag}"
+    def _refuse(self, delivery: Delivery, exc: InvalidRequest) -> Refuse:
+        known = salvage_reply(delivery.body)
+        request_id = known.get("id") or delivery.message_id or f"unparsed-{delivery.tag}"
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.warning("request refused; dead-lettering it", code=exc.code, reason=exc.message, field=exc.field)
         event = build_event(
@@ -138,64 +165,4 @@ class Intake:
             metadata=known.get("metadata"),
             error=error_body(exc.code, exc.message),
         )
-        body, mid = encode(event), message_id(request_id, "failed")
-        try:
-            await self._dead_letter(message, exc)
-            await self._publish_quietly(self.settings.events_exchange, routing_key("failed"), body, mid)
-            if message.reply_to:
-                await self._publish_quietly("", message.reply_to, body, mid, message.correlation_id)
-        except (ConnectionError, TimeoutError) as err:
-            log.error("could not dead-letter a refused request; it goes back to the queue", error=str(err))
-            await self._later(message, "broker publish failed")
-            return
-        metrics.REQUESTS.labels(outcome="refused").inc()
-        metrics.DEAD_LETTERS.labels(code=exc.code).inc()
-        await self._ack(message)
-
-    async def _dead_letter(self, message: AbstractIncomingMessage, exc: InvalidRequest) -> None:
-        headers: dict[str, Any] = {
-            "x-videoworker-error-code": exc.code,
-            "x-videoworker-error": exc.message[:1000],
-            "x-videoworker-instance": self.settings.instance_id,
-        }
-        if exc.field:
-            headers["x-videoworker-error-field"] = exc.field
-        if message.reply_to:
-            headers["x-original-reply-to"] = message.reply_to
-        await self.broker.publish(
-            "",
-            self.settings.dead_letter_queue,
-            message.body,
-            message_id=message.message_id or f"dead-{time.time_ns()}",
-            correlation_id=message.correlation_id,
-            headers=headers,
-        )
-
-    async def _publish_quietly(self, exchange: str, key: str, body: bytes, mid: str, corr: str | None = None) -> None:
-        try:
-            await self.broker.publish(exchange, key, body, message_id=mid, correlation_id=corr)
-        except Unroutable:
-            log.warning("reply_to has no queue; the failed event could not be delivered there", reply_to=key)
-
-    async def _ack(self, message: AbstractIncomingMessage) -> bool:
-        try:
-            await message.ack()
-            return True
-        except Exception as exc:  # noqa: BLE001 - channel gone: the broker redelivers; the ledger dedupes
-            log.warning("could not ack; the broker will redeliver and the ledger will answer", error=type(exc).__name__)
-            return False
-
-    async def _later(self, message: AbstractIncomingMessage, why: str, pause: float | None = None) -> None:
-        count = _delivery_count(message)
-        pause = min(_MAX_PAUSE, 0.5 * 2**count) if pause is None else pause
-        log.warning("delivery returned to the queue", reason=why, delivery_count=count, pause=pause)
-        await asyncio.sleep(pause)
-        try:
-            await message.nack(requeue=True)
-        except Exception as exc:  # noqa: BLE001 - channel gone: requeued by the broker anyway
-            log.warning("could not nack; the broker requeues on channel close", error=type(exc).__name__)
-
-
-def _delivery_count(message: AbstractIncomingMessage) -> int:
-    value = (message.headers or {}).get("x-delivery-count", 0)
-    return int(value) if isinstance(value, int) else 0
+        return Refuse(exc, request_id, encode(event))

@@ -1,7 +1,8 @@
-"""The job state machine: states, legal moves, and what each state means after a crash.
+"""The job state machine in one table: every state, the step that runs in it, the event it emits, its moves.
 
-Pure data, no I/O. The ledger refuses any move not in :data:`TRANSITIONS`, so a bug
-that tries to submit a stored job fails loudly instead of paying twice.
+Pure data, no I/O. Read :data:`MACHINE` top to bottom and you know the whole life of a
+request. The ledger refuses any move the table does not list, so a bug that tries to
+submit a stored job fails loudly instead of paying twice.
 
 ::
 
@@ -13,6 +14,7 @@ that tries to submit a stored job fails loudly instead of paying twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -31,36 +33,53 @@ class JobState(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in TERMINAL
+        return MACHINE[self].step is None
 
 
-TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SUBMIT_UNKNOWN})
+class Step(StrEnum):
+    """The work that moves a job out of a state. The engine runs one pool of workers per step."""
 
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RECEIVED: frozenset({JobState.SUBMITTING, JobState.FAILED}),
-    JobState.SUBMITTING: frozenset({JobState.SUBMITTED, JobState.RECEIVED, JobState.FAILED, JobState.SUBMIT_UNKNOWN}),
-    JobState.SUBMITTED: frozenset({JobState.IN_PROGRESS, JobState.COMPLETED, JobState.FAILED}),
-    JobState.IN_PROGRESS: frozenset({JobState.COMPLETED, JobState.FAILED}),
-    JobState.COMPLETED: frozenset({JobState.STORED, JobState.FAILED}),
-    JobState.STORED: frozenset({JobState.DONE}),
-    JobState.DONE: frozenset(),
-    JobState.FAILED: frozenset(),
-    # the resubmit_unknown policy moves a parked job back to the start, deliberately
-    JobState.SUBMIT_UNKNOWN: frozenset({JobState.RECEIVED}),
+    SUBMIT = "submit"  # record `submitting`, POST the request, record what the provider said
+    RESOLVE = "resolve"  # a submit found in doubt after a crash: report it unknown (or resubmit, by policy)
+    POLL = "poll"  # ask the provider how the job is doing, on the poll schedule
+    DELIVER = "deliver"  # download every output and hand it to the storage plugins
+    FINISH = "finish"  # record the final completed event
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One row of :data:`MACHINE`."""
+
+    step: Step | None  # what runs when a job is found in this state (None: the job is finished)
+    event: str | None  # the event status published when a job enters this state (None: no event)
+    moves: frozenset[JobState]  # the states a job may move to from here
+
+
+def _spec(step: Step | None, event: str | None, *moves: JobState) -> StateSpec:
+    return StateSpec(step, event, frozenset(moves))
+
+
+_S = JobState
+
+#: The whole state machine. The engine resumes an adopted job by running its state's step.
+MACHINE: dict[JobState, StateSpec] = {
+    _S.RECEIVED: _spec(Step.SUBMIT, None, _S.SUBMITTING, _S.FAILED),
+    _S.SUBMITTING: _spec(Step.RESOLVE, None, _S.SUBMITTED, _S.RECEIVED, _S.FAILED, _S.SUBMIT_UNKNOWN),
+    _S.SUBMITTED: _spec(Step.POLL, "submitted", _S.IN_PROGRESS, _S.COMPLETED, _S.FAILED),
+    _S.IN_PROGRESS: _spec(Step.POLL, "in_progress", _S.COMPLETED, _S.FAILED),
+    _S.COMPLETED: _spec(Step.DELIVER, None, _S.STORED, _S.FAILED),
+    _S.STORED: _spec(Step.FINISH, None, _S.DONE),
+    _S.DONE: _spec(None, "completed"),
+    _S.FAILED: _spec(None, "failed"),
+    # parked; the resubmit_unknown policy may send it back to the start, deliberately
+    _S.SUBMIT_UNKNOWN: _spec(None, "failed", _S.RECEIVED),
 }
 
-#: Event status published for each state a job enters (None: no event of its own).
-EVENT_STATUS: dict[JobState, str | None] = {
-    JobState.RECEIVED: None,
-    JobState.SUBMITTING: None,
-    JobState.SUBMITTED: "submitted",
-    JobState.IN_PROGRESS: "in_progress",
-    JobState.COMPLETED: None,
-    JobState.STORED: None,
-    JobState.DONE: "completed",
-    JobState.FAILED: "failed",
-    JobState.SUBMIT_UNKNOWN: "failed",
-}
+#: States after which nothing runs: the final event is in the outbox.
+TERMINAL = frozenset(state for state, spec in MACHINE.items() if spec.step is None)
+
+#: The legal moves, as the ledger checks them.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {state: spec.moves for state, spec in MACHINE.items()}
 
 
 class IllegalTransition(RuntimeError):
@@ -71,3 +90,13 @@ def check_transition(current: JobState, new: JobState) -> None:
     """Raise :class:`IllegalTransition` unless ``current → new`` is a legal move."""
     if new not in TRANSITIONS[current]:
         raise IllegalTransition(f"{current.value} → {new.value} is not a legal move")
+
+
+def step_for(state: JobState) -> Step | None:
+    """The step that runs for a job in ``state``; None once it is finished."""
+    return MACHINE[state].step
+
+
+def event_for(state: JobState) -> str | None:
+    """The event status a job publishes when it enters ``state``."""
+    return MACHINE[state].event

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from videoworker import hookimpl
-from videoworker.errors import InvalidRequest
-from videoworker.provider.catalogue import DOCUMENTED_ASPECT_RATIOS, DOCUMENTED_RESOLUTIONS
+from videoworker import InvalidRequest, hookimpl
 
 if TYPE_CHECKING:
-    from videoworker.contract.request import VideoRequest
-    from videoworker.provider.catalogue import Catalogue
-    from videoworker.provider.models import VideoModel
+    from videoworker import Catalogue, VideoModel, VideoRequest
+
+#: The values OpenRouter's documentation lists, checked when the models list cannot be fetched.
+DOCUMENTED_RESOLUTIONS = frozenset({"360p", "480p", "720p", "768p", "1080p", "1K", "2K", "4K"})
+DOCUMENTED_ASPECT_RATIOS = frozenset({"16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "9:21"})
 
 
 @hookimpl(tryfirst=True)

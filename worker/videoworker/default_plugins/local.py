@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 from videoworker import StorageError, StoredOutput, hookimpl
 
 if TYPE_CHECKING:
-    from videoworker.config import Settings
-    from videoworker.contract.request import VideoRequest
-    from videoworker.plugins.types import OutputFile
+    from videoworker import OutputFile, Settings, VideoRequest
 
 NAME = "local"
 
 
-@hookimpl
+# trylast: a default any other storage plugin runs before, so an installed store (S3, …)
+# becomes the primary location and the local copy an extra one
+@hookimpl(trylast=True)
 async def videoworker_store_output(request: VideoRequest, output: OutputFile, settings: Settings) -> StoredOutput:
     """Copy the output into place atomically and return its ``file://`` URI."""
     root = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos").resolve()

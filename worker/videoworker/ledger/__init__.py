@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from videoworker.errors import ConfigError
 from videoworker.ledger.base import ClaimResult, JobRecord, Ledger, OutboxMessage, ReplyTarget
+from videoworker.ledger.migrations import SCHEMA_VERSION
 
 
 def open_ledger(url: str) -> Ledger:
@@ -30,4 +31,4 @@ def open_ledger(url: str) -> Ledger:
     raise ConfigError(f"ledger_url: unsupported scheme {scheme!r} (sqlite or postgresql)")
 
 
-__all__ = ["ClaimResult", "JobRecord", "Ledger", "OutboxMessage", "ReplyTarget", "open_ledger"]
+__all__ = ["SCHEMA_VERSION", "ClaimResult", "JobRecord", "Ledger", "OutboxMessage", "ReplyTarget", "open_ledger"]

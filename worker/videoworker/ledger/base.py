@@ -11,8 +11,6 @@ Two backends implement it: SQLite (one host, the default) and PostgreSQL (severa
 from __future__ import annotations
 
 import abc
-import os
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +68,10 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Connect and create the schema if it is missing."""
+        """Connect and create the schema if it is missing, or upgrade it (:mod:`videoworker.ledger.migrations`).
+
+        Raises :class:`~videoworker.errors.ConfigError`, changing nothing, for a schema newer than this code.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -145,6 +146,10 @@ class Ledger(abc.ABC):
     async def counts(self) -> dict[str, int]:
         """Rows per state, plus ``outbox_pending``: for metrics, health and tests."""
 
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The stored schema's version; after :meth:`open` it is ``migrations.SCHEMA_VERSION``."""
+
 
 def validate_move(expect: JobState, new: JobState) -> None:
     """Refuse illegal moves before touching storage."""
@@ -153,24 +158,3 @@ def validate_move(expect: JobState, new: JobState) -> None:
 
 def now() -> float:
     return time.time()
-
-
-def dead_local_owners(owners: Iterable[str], me: str) -> list[str]:
-    """Owners named ``<this host>-<pid>`` whose process is gone (never ``me``).
-
-    Lets a restarted daemon adopt its predecessor's jobs at once instead of waiting
-    for their leases to run out.
-    """
-    host = socket.gethostname()
-    dead: list[str] = []
-    for owner in owners:
-        name, _, pid = owner.rpartition("-")
-        if name != host or not pid.isdigit() or owner == me:
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            dead.append(owner)
-        except PermissionError:
-            continue
-    return dead

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Protocol
 
 import structlog
 
 from videoworker import metrics
-from videoworker.amqp.broker import Broker, Unroutable
 from videoworker.core.crashpoints import crashpoint
 from videoworker.core.schedule import backoff
+from videoworker.errors import Unroutable
 from videoworker.ledger.base import Ledger, OutboxMessage
 
 log = structlog.get_logger("videoworker.outbox")
@@ -25,10 +26,22 @@ _BATCH = 256
 _IDLE = 1.0
 
 
+class Publisher(Protocol):
+    """Where the relay publishes: :class:`videoworker.amqp.broker.Broker`, or an in-memory stand-in in tests."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, correlation_id: str | None = None
+    ) -> None:
+        """Publish and wait for the broker's confirm; raise :class:`Unroutable` when it returns the message."""
+
+
 class OutboxRelay:
     """One loop per instance; several instances share the outbox table through leases."""
 
-    def __init__(self, ledger: Ledger, broker: Broker, owner: str, lease: float) -> None:
+    def __init__(self, ledger: Ledger, broker: Publisher, owner: str, lease: float) -> None:
         self.ledger = ledger
         self.broker = broker
         self.owner = owner

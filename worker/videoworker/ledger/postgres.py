@@ -3,16 +3,17 @@
 SQLite serves the instances of one host; when instances run on several hosts they need
 one ledger they can all reach, with row locks instead of a single writer. This module
 owns that backend (``postgresql://`` or ``postgres://``). Its semantics are those of
-:mod:`worker.ledger.sqlite`, call for call; only the locking differs:
+:mod:`videoworker.ledger.sqlite`, call for call; only the locking differs:
 
 * every change is one short transaction (``READ COMMITTED``) on a pooled connection;
 * :meth:`PostgresLedger.adopt` and :meth:`PostgresLedger.claim_outbox` pick their rows
   with ``FOR UPDATE SKIP LOCKED``, so instances on different hosts adopting or
   publishing at the same moment split the rows between them instead of queueing
   behind each other or taking the same row twice;
-* the schema is created at :meth:`PostgresLedger.open` under a transaction-scoped
-  advisory lock, because ``CREATE TABLE IF NOT EXISTS`` run by two sessions at once can
-  still fail on the catalogue's unique indexes.
+* the schema is created or upgraded (:mod:`videoworker.ledger.migrations`) at
+  :meth:`PostgresLedger.open` under a transaction-scoped advisory lock, because
+  ``CREATE TABLE IF NOT EXISTS`` run by two sessions at once can still fail on the
+  catalogue's unique indexes, and a migration must run once.
 
 JSON columns are ``TEXT`` (as in SQLite), not ``JSONB``: the round trip is exact and a
 provider's odd payload (``NaN``, a ``\\u0000`` in a string) cannot make a state change fail.
@@ -23,15 +24,14 @@ clock (``time.time()``), like everywhere else in the daemon.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 from videoworker.core.states import JobState
+from videoworker.ledger import migrations, sql
 from videoworker.ledger.base import (
     ClaimResult,
     JobRecord,
@@ -41,54 +41,14 @@ from videoworker.ledger.base import (
     now,
     validate_move,
 )
+from videoworker.ledger.pgtypes import Connection, Pool, Queries
 
-# Spelled out (not a bound parameter) so the planner can use the partial indexes below.
-_LIVE = "state NOT IN ('done', 'failed', 'submit_unknown')"
-_COLUMNS = "request_id, state, model, request, job_id, attempts, data, owner, lease_until"
-_OUTBOX_COLUMNS = "id, exchange, routing_key, body, message_id, request_id, correlation_id"
-_SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS jobs (
-    request_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request TEXT NOT NULL,
-    job_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    data TEXT NOT NULL DEFAULT '{{}}',
-    owner TEXT,
-    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, lease_until) WHERE {_LIVE};
-CREATE INDEX IF NOT EXISTS jobs_live_owner ON jobs (owner) WHERE {_LIVE};
-CREATE TABLE IF NOT EXISTS reply_targets (
-    request_id TEXT NOT NULL,
-    reply_to TEXT NOT NULL,
-    correlation_id TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (request_id, reply_to, correlation_id)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id BIGSERIAL PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    correlation_id TEXT,
-    body BYTEA NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    lease_owner TEXT,
-    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
-    sent_at DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent_at IS NULL;
-"""
+_SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation and migration
+_Q = sql.common(sql.POSTGRES)
+_CLAIM = sql.claim_insert(sql.POSTGRES) + " ON CONFLICT (request_id) DO NOTHING RETURNING true"
 
 _INSERT_OUTBOX = (
-    "INSERT INTO outbox (request_id, exchange, routing_key, message_id, correlation_id, body, created_at)"
-    " SELECT r, e, k, m, c, b, $7"
+    sql.OUTBOX_INSERT + " SELECT r, e, k, m, c, b, $7"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
     " WITH ORDINALITY AS u (r, e, k, m, c, b, n) ORDER BY n"
 )
@@ -96,40 +56,9 @@ _INSERT_OUTBOX = (
 # One final event per reply target. A statement of its own, run after the UPDATE of the
 # job row: see the race note in PostgresLedger.transition.
 _INSERT_REPLIES = (
-    "INSERT INTO outbox (request_id, exchange, routing_key, message_id, correlation_id, body, created_at)"
-    " SELECT request_id, '', reply_to, $2, NULLIF(correlation_id, ''), $3, $4 FROM reply_targets"
+    sql.OUTBOX_INSERT + " SELECT request_id, '', reply_to, $2, NULLIF(correlation_id, ''), $3, $4 FROM reply_targets"
     " WHERE request_id = $1 ORDER BY reply_to, correlation_id"
 )
-
-
-class _Record(Protocol):
-    def __getitem__(self, key: int | str) -> Any: ...
-
-
-class _Queries(Protocol):
-    """What ``asyncpg.Connection`` and ``asyncpg.Pool`` share (asyncpg ships no type hints)."""
-
-    async def execute(self, query: str, *args: Any) -> str: ...
-
-    async def fetch(self, query: str, *args: Any) -> list[_Record]: ...
-
-    async def fetchrow(self, query: str, *args: Any) -> _Record | None: ...
-
-    async def fetchval(self, query: str, *args: Any) -> Any: ...
-
-
-class _Connection(_Queries, Protocol):
-    """The part of ``asyncpg.Connection`` this module uses."""
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
-
-
-class _Pool(_Queries, Protocol):
-    """The part of ``asyncpg.Pool`` this module uses."""
-
-    def acquire(self) -> AbstractAsyncContextManager[_Connection]: ...
-
-    async def close(self) -> None: ...
 
 
 class PostgresLedger(Ledger):
@@ -147,13 +76,17 @@ class PostgresLedger(Ledger):
         self.min_size = min_size
         self.max_size = max_size
         self.schema = schema
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
 
     # --- plumbing ------------------------------------------------------------------------
     async def open(self) -> None:
-        """Connect the pool, then create the schema if it is missing (once, whoever comes first)."""
+        """Connect the pool, then create or upgrade the schema (once, whoever comes first).
+
+        Raises :class:`~videoworker.errors.ConfigError`, changing nothing, if the ledger's
+        schema is newer than this code.
+        """
         settings = {"search_path": _ident(self.schema)} if self.schema else None
-        pool: _Pool = await asyncpg.create_pool(
+        pool: Pool = await asyncpg.create_pool(
             self.url, min_size=self.min_size, max_size=self.max_size, server_settings=settings
         )
         try:
@@ -162,11 +95,12 @@ class PostgresLedger(Ledger):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 if self.schema:
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(self.schema)}")
-                await conn.execute(SCHEMA)
+                before = await migrations.upgrade_postgres(conn)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+        migrations.report("postgresql", before, **({"schema": self.schema} if self.schema else {}))
 
     async def close(self) -> None:
         """Close the pool; it waits for calls that hold a connection to finish."""
@@ -174,13 +108,13 @@ class PostgresLedger(Ledger):
             pool, self._pool = self._pool, None
             await pool.close()
 
-    def _require(self) -> _Pool:
+    def _require(self) -> Pool:
         if self._pool is None:
             raise RuntimeError("ledger is not open")
         return self._pool
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[_Connection]:
+    async def _tx(self) -> AsyncIterator[Connection]:
         """One connection inside one transaction: committed on exit, rolled back on error."""
         async with self._require().acquire() as conn, conn.transaction():
             yield conn
@@ -196,29 +130,15 @@ class PostgresLedger(Ledger):
         commits first, and the row we return is already terminal, so the caller answers
         the duplicate itself from the ledger. A target is never left unanswered.
         """
-        t = now()
         async with self._tx() as conn:
-            inserted = await conn.fetchval(
-                "INSERT INTO jobs (request_id, state, model, request, data, owner, lease_until, created_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (request_id) DO NOTHING RETURNING true",
-                record.request_id,
-                record.state.value,
-                record.model,
-                json.dumps(record.request),
-                json.dumps(record.data),
-                record.owner,
-                float(record.lease_until),
-                t,
-            )
+            inserted = await conn.fetchval(_CLAIM, *sql.claim_values(record, now()))
             existing: JobRecord | None = None
             if inserted is None:
                 # ON CONFLICT waited for any concurrent inserter, so the row is committed and visible now
-                row = await conn.fetchrow(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1 FOR UPDATE", record.request_id
-                )
+                row = await conn.fetchrow(_Q.get + " FOR UPDATE", record.request_id)
                 if row is None:
                     raise RuntimeError(f"job {record.request_id!r} conflicted but cannot be read")
-                existing = _record(row)
+                existing = sql.job_record(row)
             if reply is not None:
                 await conn.execute(
                     "INSERT INTO reply_targets (request_id, reply_to, correlation_id) VALUES ($1, $2, $3)"
@@ -252,25 +172,11 @@ class PostgresLedger(Ledger):
         ``READ COMMITTED`` only a new statement sees the target that claim committed.
         """
         validate_move(expect, new)
-        sets = ["state = $1", "updated_at = $2"]
-        args: list[Any] = [new.value, now()]
-        for column, value in (("job_id", job_id), ("attempts", attempts)):
-            if value is not None:
-                args.append(value)
-                sets.append(f"{column} = ${len(args)}")
-        if data is not None:
-            args.append(json.dumps(data))
-            sets.append(f"data = ${len(args)}")
-        n = len(args)
+        update, args = sql.transition_update(
+            sql.POSTGRES, request_id, owner, expect, new, job_id=job_id, attempts=attempts, data=data, at=now()
+        )
         async with self._tx() as conn:
-            moved = await conn.fetchval(
-                f"UPDATE jobs SET {', '.join(sets)} WHERE request_id = ${n + 1} AND state = ${n + 2}"
-                f" AND owner = ${n + 3} RETURNING true",
-                *args,
-                request_id,
-                expect.value,
-                owner,
-            )
+            moved = await conn.fetchval(update + " RETURNING true", *args)
             if moved is None:
                 return False
             await _insert_outbox(conn, outbox)
@@ -280,8 +186,8 @@ class PostgresLedger(Ledger):
 
     async def get(self, request_id: str) -> JobRecord | None:
         """Read one row (latest committed version)."""
-        row = await self._require().fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1", request_id)
-        return None if row is None else _record(row)
+        row = await self._require().fetchrow(_Q.get, request_id)
+        return None if row is None else sql.job_record(row)
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
         """Record messages without a state change, in one statement."""
@@ -289,9 +195,7 @@ class PostgresLedger(Ledger):
 
     async def renew_leases(self, owner: str, until: float) -> int:
         """Extend all of ``owner``'s unfinished rows in one UPDATE; returns how many."""
-        status = await self._require().execute(
-            f"UPDATE jobs SET lease_until = $1 WHERE owner = $2 AND {_LIVE}", float(until), owner
-        )
+        status = await self._require().execute(_Q.renew_leases, float(until), owner)
         return _affected(status)
 
     async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
@@ -308,30 +212,27 @@ class PostgresLedger(Ledger):
             )
         rows = await self._require().fetch(
             "WITH picked AS ("
-            f" SELECT request_id FROM jobs WHERE {_LIVE}"
+            f" SELECT request_id FROM jobs WHERE {sql.LIVE}"
             " AND (owner IS NULL OR lease_until < $3 OR owner = ANY($4::text[]))"
             " LIMIT $5 FOR UPDATE SKIP LOCKED)"
             " UPDATE jobs SET owner = $1, lease_until = $2 FROM picked WHERE jobs.request_id = picked.request_id"
-            " RETURNING " + ", ".join(f"jobs.{c}" for c in _COLUMNS.split(", ")),
+            " RETURNING " + ", ".join(f"jobs.{c}" for c in sql.JOB_COLUMNS),
             owner,
             float(until),
             now(),
             dead,
             _limit(limit),
         )
-        return [_record(r) for r in rows]
+        return [sql.job_record(r) for r in rows]
 
     async def live_owners(self) -> list[str]:
         """Distinct owners of unfinished rows and of leased, unsent outbox messages."""
-        rows = await self._require().fetch(
-            f"SELECT DISTINCT owner FROM jobs WHERE {_LIVE} AND owner IS NOT NULL"
-            " UNION SELECT DISTINCT lease_owner FROM outbox WHERE sent_at IS NULL AND lease_owner IS NOT NULL"
-        )
+        rows = await self._require().fetch(_Q.live_owners)
         return [r[0] for r in rows]
 
     async def release(self, owner: str) -> int:
         """Expire ``owner``'s leases now (owner kept), so anyone may adopt the rows."""
-        status = await self._require().execute(f"UPDATE jobs SET lease_until = 0 WHERE owner = $1 AND {_LIVE}", owner)
+        status = await self._require().execute(_Q.release, owner)
         return _affected(status)
 
     async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
@@ -346,13 +247,13 @@ class PostgresLedger(Ledger):
             " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)"
             " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
             " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
-            " RETURNING " + ", ".join(f"outbox.{c}" for c in _OUTBOX_COLUMNS.split(", ")),
+            " RETURNING " + ", ".join(f"outbox.{c}" for c in sql.OUTBOX_COLUMNS),
             owner,
             float(until),
             now(),
             _limit(limit),
         )
-        messages = [OutboxMessage(r[1], r[2], bytes(r[3]), r[4], r[5], r[6], id=r[0]) for r in rows]
+        messages = [sql.outbox_message(r) for r in rows]
         messages.sort(key=lambda m: m.id or 0)  # RETURNING has no order of its own
         return messages
 
@@ -366,12 +267,17 @@ class PostgresLedger(Ledger):
     async def counts(self) -> dict[str, int]:
         """Rows per state (every state present, zero if none) plus ``outbox_pending``."""
         async with self._tx() as conn:  # one snapshot for both reads
-            rows = await conn.fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-            pending = await conn.fetchval("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            rows = await conn.fetch(_Q.count_states)
+            pending = await conn.fetchval(_Q.count_pending)
         result = {state.value: 0 for state in JobState}
         result.update({r[0]: int(r[1]) for r in rows})
         result["outbox_pending"] = int(pending)
         return result
+
+    async def schema_version(self) -> int:
+        """The highest applied migration (1 for a ledger made before versioning)."""
+        async with self._tx() as conn:  # one snapshot for the table checks and the read
+            return (await migrations.find_postgres(conn)).version
 
 
 def _ident(name: str) -> str:
@@ -389,13 +295,7 @@ def _limit(limit: int) -> int | None:
     return limit if limit >= 0 else None
 
 
-def _record(row: _Record) -> JobRecord:
-    return JobRecord(
-        row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8]
-    )
-
-
-async def _insert_outbox(conn: _Queries, messages: Sequence[OutboxMessage]) -> None:
+async def _insert_outbox(conn: Queries, messages: Sequence[OutboxMessage]) -> None:
     """Insert ``messages`` in order (ascending ids) with one statement."""
     if not messages:
         return

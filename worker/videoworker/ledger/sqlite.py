@@ -6,12 +6,15 @@ commits once (``synchronous=FULL``: the submit decision survives power loss, not
 SIGKILL). Under load thousands of state changes share one fsync, so the ledger does not
 become the bottleneck; when idle a call commits alone. Several processes on one host may
 share the file (WAL, ``busy_timeout``).
+
+The schema is created or upgraded by the first call on the writer thread, inside the
+same ``BEGIN IMMEDIATE`` as every batch, so processes opening one file at once take
+turns and migrate it once (see :mod:`videoworker.ledger.migrations`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import sqlite3
 import threading
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from videoworker.core.states import JobState
+from videoworker.ledger import migrations, sql
 from videoworker.ledger.base import (
     ClaimResult,
     JobRecord,
@@ -33,45 +37,8 @@ from videoworker.ledger.base import (
 
 T = TypeVar("T")
 _BATCH = 512
-_TERMINAL = ("done", "failed", "submit_unknown")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    request_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request TEXT NOT NULL,
-    job_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    data TEXT NOT NULL DEFAULT '{}',
-    owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, lease_until)
-    WHERE state NOT IN ('done', 'failed', 'submit_unknown');
-CREATE TABLE IF NOT EXISTS reply_targets (
-    request_id TEXT NOT NULL,
-    reply_to TEXT NOT NULL,
-    correlation_id TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (request_id, reply_to, correlation_id)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    correlation_id TEXT,
-    body BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0,
-    sent_at REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent_at IS NULL;
-"""
+_Q = sql.common(sql.SQLITE)
+_CLAIM = sql.claim_insert(sql.SQLITE, "INSERT OR IGNORE")
 
 _Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
@@ -86,11 +53,23 @@ class SQLiteLedger(Ledger):
 
     # --- plumbing ------------------------------------------------------------------------
     async def open(self) -> None:
+        """Start the writer thread, then create or upgrade the schema as its first call.
+
+        Raises :class:`~videoworker.errors.ConfigError`, leaving the file as it was, if the
+        ledger's schema is newer than this code.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._calls = queue.SimpleQueue()  # a failed open may have left its stop marker in the old one
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._thread = threading.Thread(target=self._serve, args=(ready, asyncio.get_running_loop()), daemon=True)
         self._thread.start()
-        await ready
+        try:
+            await ready
+            before = await self._run(migrations.upgrade_sqlite)
+        except BaseException:
+            await self.close()
+            raise
+        migrations.report("sqlite", before, path=str(self.path))
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -120,10 +99,13 @@ class SQLiteLedger(Ledger):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        _wait_for_wal(conn)
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(SCHEMA)
+        try:
+            _wait_for_wal(conn)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _take_batch(self) -> list[_Call] | None:
@@ -166,22 +148,7 @@ class SQLiteLedger(Ledger):
     # --- the contract --------------------------------------------------------------------
     async def claim(self, record: JobRecord, reply: ReplyTarget | None) -> ClaimResult:
         def op(conn: sqlite3.Connection) -> ClaimResult:
-            t = now()
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO jobs (request_id, state, model, request, data, owner, lease_until,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    record.request_id,
-                    record.state.value,
-                    record.model,
-                    json.dumps(record.request),
-                    json.dumps(record.data),
-                    record.owner,
-                    record.lease_until,
-                    t,
-                    t,
-                ),
-            )
+            cur = conn.execute(_CLAIM, sql.claim_values(record, now()))
             if reply is not None:
                 conn.execute(
                     "INSERT OR IGNORE INTO reply_targets VALUES (?,?,?)",
@@ -212,20 +179,10 @@ class SQLiteLedger(Ledger):
         validate_move(expect, new)
 
         def op(conn: sqlite3.Connection) -> bool:
-            sets = ["state = ?", "updated_at = ?"]
-            args: list[Any] = [new.value, now()]
-            for column, value in (("job_id", job_id), ("attempts", attempts)):
-                if value is not None:
-                    sets.append(f"{column} = ?")
-                    args.append(value)
-            if data is not None:
-                sets.append("data = ?")
-                args.append(json.dumps(data))
-            cur = conn.execute(
-                f"UPDATE jobs SET {', '.join(sets)} WHERE request_id = ? AND state = ? AND owner = ?",
-                (*args, request_id, expect.value, owner),
+            update, args = sql.transition_update(
+                sql.SQLITE, request_id, owner, expect, new, job_id=job_id, attempts=attempts, data=data, at=now()
             )
-            if cur.rowcount != 1:
+            if conn.execute(update, args).rowcount != 1:
                 return False
             messages = list(outbox)
             if reply_body is not None:
@@ -242,13 +199,7 @@ class SQLiteLedger(Ledger):
         await self._run(lambda conn: _insert_outbox(conn, list(messages)))
 
     async def renew_leases(self, owner: str, until: float) -> int:
-        return await self._run(
-            lambda conn: (
-                conn.execute(
-                    f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state NOT IN {_TERMINAL}", (until, owner)
-                ).rowcount
-            )
-        )
+        return await self._run(lambda conn: conn.execute(_Q.renew_leases, (until, owner)).rowcount)
 
     async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
         dead = list(dead_owners)
@@ -258,7 +209,7 @@ class SQLiteLedger(Ledger):
             # a dead owner's leased, unsent events are free too, not only its jobs
             conn.execute(f"UPDATE outbox SET lease_until = 0 WHERE sent_at IS NULL AND lease_owner IN ({marks})", dead)
             rows = conn.execute(
-                f"SELECT request_id FROM jobs WHERE state NOT IN {_TERMINAL}"
+                f"SELECT request_id FROM jobs WHERE {sql.LIVE}"
                 f" AND (owner IS NULL OR lease_until < ? OR owner IN ({marks})) LIMIT ?",
                 (now(), *dead, limit),
             ).fetchall()
@@ -271,27 +222,16 @@ class SQLiteLedger(Ledger):
         return await self._run(op)
 
     async def live_owners(self) -> list[str]:
-        rows = await self._run(
-            lambda conn: conn.execute(
-                f"SELECT DISTINCT owner FROM jobs WHERE state NOT IN {_TERMINAL} AND owner IS NOT NULL"
-                " UNION SELECT DISTINCT lease_owner FROM outbox WHERE sent_at IS NULL AND lease_owner IS NOT NULL"
-            ).fetchall()
-        )
+        rows = await self._run(lambda conn: conn.execute(_Q.live_owners).fetchall())
         return [r[0] for r in rows]
 
     async def release(self, owner: str) -> int:
-        return await self._run(
-            lambda conn: (
-                conn.execute(
-                    f"UPDATE jobs SET lease_until = 0 WHERE owner = ? AND state NOT IN {_TERMINAL}", (owner,)
-                ).rowcount
-            )
-        )
+        return await self._run(lambda conn: conn.execute(_Q.release, (owner,)).rowcount)
 
     async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
         def op(conn: sqlite3.Connection) -> list[OutboxMessage]:
             rows = conn.execute(
-                "SELECT id, exchange, routing_key, body, message_id, request_id, correlation_id FROM outbox"
+                f"SELECT {sql.OUTBOX_SELECT} FROM outbox"
                 " WHERE sent_at IS NULL AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
                 " ORDER BY id LIMIT ?",
                 (owner, now(), limit),
@@ -299,7 +239,7 @@ class SQLiteLedger(Ledger):
             conn.executemany(
                 "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?", [(owner, until, r[0]) for r in rows]
             )
-            return [OutboxMessage(r[1], r[2], bytes(r[3]), r[4], r[5], r[6], id=r[0]) for r in rows]
+            return [sql.outbox_message(r) for r in rows]
 
         return await self._run(op)
 
@@ -312,11 +252,15 @@ class SQLiteLedger(Ledger):
     async def counts(self) -> dict[str, int]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             result = {state.value: 0 for state in JobState}
-            result.update(dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()))
-            result["outbox_pending"] = conn.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+            result.update(dict(conn.execute(_Q.count_states).fetchall()))
+            result["outbox_pending"] = conn.execute(_Q.count_pending).fetchone()[0]
             return result
 
         return await self._run(op)
+
+    async def schema_version(self) -> int:
+        """The highest applied migration (1 for a ledger made before versioning)."""
+        return await self._run(lambda conn: migrations.find_sqlite(conn).version)
 
 
 def _wait_for_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
@@ -342,16 +286,8 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 def _get(conn: sqlite3.Connection, request_id: str) -> JobRecord | None:
-    row = conn.execute(
-        "SELECT request_id, state, model, request, job_id, attempts, data, owner, lease_until FROM jobs"
-        " WHERE request_id = ?",
-        (request_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    return JobRecord(
-        row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8]
-    )
+    row = conn.execute(_Q.get, (request_id,)).fetchone()
+    return None if row is None else sql.job_record(row)
 
 
 def _replies(conn: sqlite3.Connection, request_id: str, body: bytes, message_id: str) -> list[OutboxMessage]:
@@ -362,7 +298,6 @@ def _replies(conn: sqlite3.Connection, request_id: str, body: bytes, message_id:
 def _insert_outbox(conn: sqlite3.Connection, messages: list[OutboxMessage]) -> None:
     t = now()
     conn.executemany(
-        "INSERT INTO outbox (request_id, exchange, routing_key, message_id, correlation_id, body, created_at)"
-        " VALUES (?,?,?,?,?,?,?)",
+        sql.OUTBOX_INSERT + " VALUES (?,?,?,?,?,?,?)",
         [(m.request_id, m.exchange, m.routing_key, m.message_id, m.correlation_id, m.body, t) for m in messages],
     )

@@ -1,157 +1,162 @@
-"""The plugin manager: built from settings by a factory, and a typed façade over its hooks.
+"""Building the plugin manager: entry points loaded one by one, every failure named, then checked.
 
-Built-in plugins are entry points of the ``videoworker`` distribution itself, loaded by
-the same ``load_setuptools_entrypoints`` call as third-party ones. When the package is
-run from a source tree without being installed, the same built-ins are registered by
-module name instead, under the same names.
+Every plugin, built-in or not, comes from the ``videoworker`` entry-point group, so the
+core never names a plugin module. Each entry point is loaded and registered on its own:
+one that fails to import, claims a name another distribution already has, or does not
+fit the hook specs stops the start with one line naming the plugin, its entry point and
+the error. Hook wrappers are refused, because the host calls each implementation on its
+own and awaits it, and a wrapper could not see inside an async one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import inspect
-import os
+import itertools
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-import structlog
 
-from videoworker import hookspecs, metrics
+from videoworker import hookspecs
 from videoworker.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from videoworker.config import Settings
-    from videoworker.contract.request import VideoRequest
-    from videoworker.plugins.types import JobEvent, OutputFile, StoredOutput
-    from videoworker.provider.catalogue import Catalogue
 
-log = structlog.get_logger("videoworker.plugins")
-
-#: name → module of every built-in plugin (also declared as entry points in pyproject.toml).
-BUILTIN_PLUGINS = {
-    "capabilities": "videoworker.default_plugins.capabilities",
-    "local": "videoworker.default_plugins.local",
-}
 #: Built-ins that settings cannot disable: without them money could be spent on nonsense.
 ESSENTIAL_PLUGINS = frozenset({"capabilities"})
-EVENT_HOOK_TIMEOUT = 30.0
+#: The distribution whose entry points are the built-ins.
+OWN_DISTRIBUTION = "videoworker"
 
 
-def make_plugin_manager(settings: Settings, *, extra: dict[str, object] | None = None) -> pluggy.PluginManager:
-    """A fresh manager: specs, blocked names, entry points, built-ins, then ``extra`` (tests)."""
-    pm = pluggy.PluginManager(hookspecs.NAME)
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered plugin came from: its distribution, version and entry point (``name = value``)."""
+
+    distribution: str
+    version: str
+    entry_point: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == OWN_DISTRIBUTION
+
+    def __str__(self) -> str:
+        source = f"from {self.distribution} {self.version}".rstrip()
+        return f"{self.entry_point}, {source}" if self.entry_point else source
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers each plugin's :class:`Origin`."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.NAME)
+        self.origins: dict[str, Origin] = {}
+
+
+def make_plugin_manager(settings: Settings, *, extra: dict[str, object] | None = None) -> PluginManager:
+    """A fresh manager: specs, blocked names, installed plugins, then ``extra`` (tests, embedding)."""
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for name in settings.disabled_plugins:
         if name in ESSENTIAL_PLUGINS:
             raise ConfigError(f"disabled_plugins: plugin {name!r} is essential and cannot be disabled")
         pm.set_blocked(name)
-    try:
-        pm.load_setuptools_entrypoints(hookspecs.NAME)
-        for name, module in BUILTIN_PLUGINS.items():
-            if pm.get_plugin(name) is None and not pm.is_blocked(name):
-                pm.register(importlib.import_module(module), name=name)
-        for name, plugin in (extra or {}).items():
-            pm.register(plugin, name=name)
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r} is invalid: {exc}") from None
-    if os.environ.get("VIDEOWORKER_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda text: log.debug("hook", trace=text.rstrip()))
-        pm.enable_tracing()
+    for point in _entry_points():
+        if not pm.is_blocked(point.name):
+            _register(pm, point.name, _load(point), _origin(point))
+    for name, plugin in (extra or {}).items():
+        _register(pm, name, plugin, Origin("(passed in)", "", ""))
+    for name in sorted(ESSENTIAL_PLUGINS - set(pm.origins)):
+        raise PluginError(f"essential plugin {name!r} is not installed: reinstall the videoworker distribution")
     return pm
 
 
-def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
-    """What ``videoworker plugins`` prints: name, module, distribution, version and hooks."""
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
+    """What ``videoworker plugins`` prints: name, module, distribution, version, entry point and hooks."""
     rows = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         if plugin is None:
             continue
-        dist: Any = dists.get(id(plugin))
+        origin = pm.origins.get(name, Origin("(unknown)", "", ""))
         rows.append(
             {
                 "name": name,
                 "module": getattr(plugin, "__name__", type(plugin).__name__),
-                "distribution": dist.project_name if dist else "videoworker",
-                "version": dist.version if dist else _own_version(),
-                "builtin": name in BUILTIN_PLUGINS,
+                "distribution": origin.distribution,
+                "version": origin.version,
+                "entry_point": origin.entry_point,
+                "builtin": origin.builtin,
                 "hooks": sorted(h.name for h in (pm.get_hookcallers(plugin) or [])),
             }
         )
     return rows
 
 
-class Hooks:
-    """The only caller of ``pm.hook``: typed, awaited, and isolating where the spec says so."""
-
-    def __init__(self, pm: pluggy.PluginManager, settings: Settings) -> None:
-        self.pm = pm
-        self.settings = settings
-        self.plugin_errors = 0
-
-    def validate_request(self, request: VideoRequest, catalogue: Catalogue) -> None:
-        self.pm.hook.videoworker_validate_request(request=request, catalogue=catalogue, settings=self.settings)
-
-    async def store_output(self, request: VideoRequest, output: OutputFile) -> list[StoredOutput]:
-        """Run every storage plugin in registration order (built-ins first), one at a time."""
-        kwargs: dict[str, Any] = {"request": request, "output": output, "settings": self.settings}
-        stored = []
-        for impl in self.pm.hook.videoworker_store_output.get_hookimpls():
-            # created only when it is awaited: a failure leaves no other plugin's coroutine dangling
-            result = await _await_maybe(impl.function(*(kwargs[arg] for arg in impl.argnames)))
-            if result is not None:
-                stored.append(result)
-        return stored
-
-    async def job_event(self, event: JobEvent) -> None:
-        """Call every observer on its own: a failure or hang is logged and counted, never raised."""
-        impls = self.pm.hook.videoworker_job_event.get_hookimpls()
-        await asyncio.gather(*(self._observe(impl, event) for impl in impls))
-
-    async def _observe(self, impl: pluggy.HookImpl, event: JobEvent) -> None:
-        kwargs = {"event": event, "settings": self.settings}
-        try:
-            result = impl.function(*(kwargs[arg] for arg in impl.argnames))
-            async with asyncio.timeout(EVENT_HOOK_TIMEOUT):
-                await _await_maybe(result)
-        except Exception as exc:  # noqa: BLE001 - an observer never fails a job
-            self.plugin_errors += 1
-            metrics.PLUGIN_ERRORS.labels(plugin=impl.plugin_name, hook="videoworker_job_event").inc()
-            log.error(
-                "plugin failed on a job event; the job goes on",
-                plugin=impl.plugin_name,
-                status=event.status,
-                error=f"{type(exc).__name__}: {exc}",
+def _entry_points() -> list[metadata.EntryPoint]:
+    """The group's entry points, refusing a name two distributions claim (a plugin must not replace another)."""
+    points = sorted(metadata.entry_points(group=hookspecs.NAME), key=lambda p: p.name)
+    for first, second in itertools.pairwise(points):
+        if first.name == second.name:
+            raise PluginError(
+                f"plugin name {first.name!r} is claimed twice: {_describe(first)} and {_describe(second)}; "
+                "uninstall one of them"
             )
-
-    async def startup(self) -> None:
-        for result in self.pm.hook.videoworker_startup(settings=self.settings):
-            await _await_maybe(result)
-
-    async def shutdown(self) -> None:
-        for impl in self.pm.hook.videoworker_shutdown.get_hookimpls():
-            try:
-                await _await_maybe(impl.function(*({"settings": self.settings}[a] for a in impl.argnames)))
-            except Exception as exc:  # noqa: BLE001 - shutting down anyway
-                log.error("plugin failed to shut down", plugin=impl.plugin_name, error=str(exc))
+    return points
 
 
-async def _await_maybe(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-def _own_version() -> str:
+def _load(point: metadata.EntryPoint) -> object:
     try:
-        return metadata.version("videoworker")
-    except metadata.PackageNotFoundError:
-        from videoworker import __version__
-
-        return __version__
+        return point.load()
+    except Exception as exc:  # noqa: BLE001 - any import failure stops the start, named
+        raise PluginError(f"plugin {point.name!r} ({_describe(point)}) failed to load: {_error(exc)}") from None
 
 
-__all__ = ["BUILTIN_PLUGINS", "ESSENTIAL_PLUGINS", "Hooks", "describe_plugins", "make_plugin_manager"]
+def _register(pm: PluginManager, name: str, plugin: object, origin: Origin) -> None:
+    where = f"plugin {name!r} ({origin})"
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginError(f"{where} cannot be registered: {_one_line(exc)}") from None
+    for caller in pm.get_hookcallers(plugin) or []:
+        problem = _problem(caller, plugin)
+        if problem:
+            pm.unregister(plugin)
+            raise PluginError(f"{where}: {problem}")
+    pm.origins[name] = origin
+
+
+def _problem(caller: pluggy.HookCaller, plugin: object) -> str | None:
+    """Why ``plugin``'s implementation of ``caller`` cannot be used, or None."""
+    if caller.spec is None:
+        return f"{caller.name} is not a videoworker hook (see videoworker.hookspecs)"
+    for impl in caller.get_hookimpls():
+        if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+            return f"{caller.name} is a wrapper; videoworker awaits each implementation on its own"
+    return None
+
+
+def _origin(point: metadata.EntryPoint) -> Origin:
+    dist = point.dist
+    return Origin(
+        dist.name if dist is not None else "(unknown)",
+        dist.version if dist is not None else "",
+        f"{point.name} = {point.value}",
+    )
+
+
+def _describe(point: metadata.EntryPoint) -> str:
+    dist = point.dist
+    owner = f" from {dist.name} {dist.version}" if dist is not None else ""
+    return f"entry point {point.name} = {point.value}{owner}"
+
+
+def _error(exc: BaseException) -> str:
+    return _one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _one_line(text: object) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+__all__ = ["ESSENTIAL_PLUGINS", "Origin", "PluginManager", "describe_plugins", "make_plugin_manager"]

@@ -1,9 +1,8 @@
 """The video models OpenRouter advertises, cached, so requests are checked before money is spent.
 
 The API's enums are open: new resolutions appear without notice, so the models list is
-the authority. When it cannot be fetched, the documented lists apply instead
-(:data:`DOCUMENTED_RESOLUTIONS`, :data:`DOCUMENTED_ASPECT_RATIOS`) and the model name
-cannot be checked.
+the authority. When it cannot be fetched, :attr:`Catalogue.available` is False and the
+``capabilities`` plugin falls back to the documented values.
 """
 
 from __future__ import annotations
@@ -11,38 +10,41 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from videoworker.errors import ProviderError
 from videoworker.provider.models import VideoModel
 
-if TYPE_CHECKING:
-    from videoworker.provider.client import OpenRouterClient
+
+class ModelLister(Protocol):
+    """The one provider call the cache makes (:meth:`videoworker.provider.client.OpenRouterClient.video_models`)."""
+
+    async def video_models(self) -> list[VideoModel]: ...
+
 
 log = structlog.get_logger("videoworker.catalogue")
 
-DOCUMENTED_RESOLUTIONS = frozenset({"360p", "480p", "720p", "768p", "1080p", "1K", "2K", "4K"})
-DOCUMENTED_ASPECT_RATIOS = frozenset({"16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "9:21"})
 _RETRY_FAILED_FETCH = 30.0
 
 
 @dataclass(frozen=True)
 class Catalogue:
-    """A snapshot of the models list. ``available`` is False when it could not be fetched."""
+    """A snapshot of the video models, as validators get it. ``available`` is False when it could not be fetched."""
 
     models: dict[str, VideoModel] = field(default_factory=dict)
     available: bool = False
 
     def get(self, model_id: str) -> VideoModel | None:
+        """The model named ``model_id``, or None when the provider does not list it."""
         return self.models.get(model_id)
 
 
 class CatalogueCache:
     """Fetches ``/videos/models`` at most once per ``ttl`` seconds; a stale copy beats none."""
 
-    def __init__(self, client: OpenRouterClient, ttl: float) -> None:
+    def __init__(self, client: ModelLister, ttl: float) -> None:
         self._client = client
         self._ttl = ttl
         self._current = Catalogue()

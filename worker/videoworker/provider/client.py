@@ -2,8 +2,9 @@
 
 It owns one long-lived :class:`httpx.AsyncClient` (explicit timeouts and limits, no
 redirects), sends the API key to the configured OpenRouter origin only, and turns every
-answer into typed data (:mod:`worker.models`) and every failure into the exception that
-tells the caller what to do next (:mod:`worker.errors`, reliability.md §4.1):
+answer into typed data (:mod:`videoworker.provider.models`) and every failure into the exception that
+tells the caller what to do next (:mod:`videoworker.errors`; the rules live in
+:mod:`videoworker.provider.answers`):
 
 ================================================  ===================  ===========================
 outcome                                           submit               GET (poll, content, models)
@@ -23,14 +24,8 @@ Every error carries ``status``, ``retry_after`` (from ``Retry-After``) and ``end
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import json
 import logging
-import math
-import re
-import time
 from collections.abc import Generator, Mapping
-from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -45,18 +40,25 @@ from videoworker.errors import (
     ProviderError,
     RetryableError,
 )
+from videoworker.provider.answers import (
+    encode_body,
+    error_detail,
+    is_job_id,
+    job_path,
+    json_or_none,
+    parse_job,
+    parse_retry_after,
+    shorten,
+    status_error_class,
+    transport_error_class,
+)
 from videoworker.provider.download import read_capped, save
 from videoworker.provider.models import Download, Job, VideoModel
 
 log = logging.getLogger(__name__)
 
-_JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 _ACCEPTED = frozenset({200, 201, 202})
-_RETRYABLE_STATUS = frozenset({408, 429, 503})
-# The request certainly never left: safe to repeat even a paid submit.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_DETAIL_LIMIT = 300
 _MESSAGE_LIMIT = 600
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -142,24 +144,24 @@ class OpenRouterClient:
         the provider without a readable answer is :class:`AmbiguousSubmit`, never retryable.
         Cancelling it after the request was sent leaves the outcome just as unknown.
         """
-        content = _encode_body(body)
+        content = encode_body(body)
         where = "submit POST /videos"
         headers = {"Content-Type": "application/json"}
         response = await self._send("submit", where, "POST", "/videos", content=content, headers=headers)
         self._raise_for_status("submit", where, response, response.content)
-        job = _parse_job(response.content, keep_bare_id=True) if response.status_code in _ACCEPTED else None
-        if job is None or not _is_job_id(job.id):
+        job = parse_job(response.content, keep_bare_id=True) if response.status_code in _ACCEPTED else None
+        if job is None or not is_job_id(job.id):
             detail = f"HTTP {response.status_code} but the answer carries no usable job id; it may have been accepted"
             raise AmbiguousSubmit(f"{where}: {detail}", status=response.status_code, endpoint="submit")
         return job
 
     async def poll(self, job_id: str) -> Job:
         """GET the job's current state; called on the poll schedule until :attr:`Job.is_terminal`."""
-        path = _job_path(job_id, "poll")
+        path = job_path(job_id, "poll")
         where = f"poll GET {path}"
         response = await self._send("poll", where, "GET", path)
         self._raise_for_status("poll", where, response, response.content)
-        job = _parse_job(response.content, keep_bare_id=False)
+        job = parse_job(response.content, keep_bare_id=False)
         if job is None:
             raise RetryableError(f"{where}: answer is not a job", status=response.status_code, endpoint="poll")
         return job
@@ -173,7 +175,7 @@ class OpenRouterClient:
         is never stored as a video. HTTP failures raise as for :meth:`poll`; a cut, oversized
         or non-MP4 body raises :class:`DownloadError`.
         """
-        path = f"{_job_path(job_id, 'content')}/content"
+        path = f"{job_path(job_id, 'content')}/content"
         where = f"content GET {path}?index={index}"
         if index < 0 or max_bytes <= 0:
             raise PermanentError(f"{where}: index must be >= 0 and max_bytes > 0", endpoint="content")
@@ -227,7 +229,7 @@ class OpenRouterClient:
 
     def _request_error(self, endpoint: str, where: str, exc: httpx.RequestError) -> ProviderError:
         """The typed error for a request that got no HTTP answer (httpx text carries the URL only)."""
-        cls = _transport_error_class(endpoint, exc)
+        cls = transport_error_class(endpoint, exc)
         text = str(exc).strip()
         message = f"{where}: {type(exc).__name__}" + (f": {text}" if text else "")
         return cls(self._clean(message), endpoint=endpoint)
@@ -237,8 +239,8 @@ class OpenRouterClient:
         status = response.status_code
         if 200 <= status < 300:
             return
-        cls = _status_error_class(endpoint, status)
-        detail = _error_detail(body)
+        cls = status_error_class(endpoint, status)
+        detail = error_detail(body)
         message = f"{where}: HTTP {status}" + (f": {detail}" if detail else "")
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise cls(self._clean(message), status=status, retry_after=retry_after, endpoint=endpoint)
@@ -247,13 +249,13 @@ class OpenRouterClient:
         # The provider's own text might echo the key back; never let it into a message.
         if len(self._secret) >= 6:
             message = message.replace(self._secret, "***")
-        return _shorten(message, _MESSAGE_LIMIT)
+        return shorten(message, _MESSAGE_LIMIT)
 
     async def _get_data(self, path: str, params: Mapping[str, str] | None) -> list[Any]:
         where = f"models GET {path}"
         response = await self._send("models", where, "GET", path, params=params)
         self._raise_for_status("models", where, response, response.content)
-        data = _json_or_none(response.content)
+        data = json_or_none(response.content)
         entries = data.get("data") if isinstance(data, dict) else None
         if not isinstance(entries, list):
             raise RetryableError(f"{where}: answer has no data list", status=response.status_code, endpoint="models")
@@ -273,50 +275,6 @@ class OpenRouterClient:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``None`` if absent or unreadable.
-
-    A date in the past gives 0. ``now`` (unix seconds) is for tests.
-    """
-    text = (value or "").strip()
-    if not text:
-        return None
-    try:
-        seconds: float | None = float(text)
-    except ValueError:
-        seconds = _seconds_until(text, time.time() if now is None else now)
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _seconds_until(http_date: str, now: float) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(http_date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp() - now
-
-
-def _status_error_class(endpoint: str, status: int) -> type[ProviderError]:
-    if status in _RETRYABLE_STATUS:
-        return RetryableError
-    if status >= 500:
-        return AmbiguousSubmit if endpoint == "submit" else RetryableError
-    return PermanentError
-
-
-def _transport_error_class(endpoint: str, exc: httpx.RequestError) -> type[ProviderError]:
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return PermanentError
-    if endpoint != "submit" or isinstance(exc, _NOT_SENT):
-        return RetryableError
-    # Read/write timeouts, resets and protocol errors: part or all of the body may have arrived.
-    return AmbiguousSubmit
 
 
 def _base_url(base_url: str) -> httpx.URL:
@@ -339,65 +297,3 @@ def _attribution_headers(app_title: str | None, app_url: str | None) -> dict[str
     if app_url:
         headers["HTTP-Referer"] = app_url
     return headers
-
-
-def _is_job_id(job_id: object) -> bool:
-    # Dot-only ids would be "." / ".." path segments that climb out of /videos/.
-    return isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) is not None and job_id.strip(".") != ""
-
-
-def _job_path(job_id: str, endpoint: str) -> str:
-    """``/videos/{job_id}``, after making sure the id is one safe path segment."""
-    if not _is_job_id(job_id):
-        raise PermanentError(f"{endpoint}: refusing job id {_shorten(repr(job_id), 80)}", endpoint=endpoint)
-    return f"/videos/{job_id}"
-
-
-def _encode_body(body: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(dict(body), allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        # Nothing was sent, and sending the same body again cannot help.
-        raise PermanentError(
-            f"submit: request body is not JSON: {_shorten(str(exc), 120)}", endpoint="submit"
-        ) from None
-
-
-def _json_or_none(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError:
-        return None
-
-
-def _parse_job(content: bytes, *, keep_bare_id: bool) -> Job | None:
-    """The job in an answer body, or ``None``. ``keep_bare_id`` salvages the id from an odd submit answer."""
-    data = _json_or_none(content)
-    if not isinstance(data, dict):
-        return None
-    try:
-        return Job.model_validate(data)
-    except ValidationError:
-        job_id = data.get("id")
-        return Job(id=job_id) if keep_bare_id and isinstance(job_id, str) and job_id else None
-
-
-def _error_detail(body: bytes) -> str:
-    """The provider's error text from ``{"error": {"code", "message", "metadata"}}``, else the body, shortened."""
-    data = _json_or_none(body)
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        message = str(error.get("message") or "no message")
-        notes = [f"code {error['code']}"] if error.get("code") is not None else []
-        metadata = error.get("metadata")
-        if isinstance(metadata, dict) and metadata.get("provider_name"):
-            notes.append(f"provider {metadata['provider_name']}")
-        return _shorten(message + (f" ({', '.join(notes)})" if notes else ""))
-    if isinstance(error, str):
-        return _shorten(error)
-    return _shorten(body.decode("utf-8", "replace"))
-
-
-def _shorten(text: str, limit: int = _DETAIL_LIMIT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -2,7 +2,7 @@
 
 This module owns what happens to the bytes of a content answer once the HTTP status is
 known to be 2xx (:func:`save`), and the capped read of an error body (:func:`read_capped`).
-:class:`worker.openrouter.OpenRouterClient` sends the request and maps HTTP failures;
+:class:`videoworker.provider.client.OpenRouterClient` sends the request and maps HTTP failures;
 a cut, oversized or non-MP4 body, or a local write failure, raises :class:`DownloadError` here.
 """
 

@@ -1,15 +1,26 @@
-"""Unit tests for worker.jobs: the job state machine is exactly the one DESIGN.md draws."""
+"""Unit tests for videoworker.core.states: the state machine table, its moves, steps and events."""
 
 from __future__ import annotations
 
 import itertools
 
 import pytest
-from videoworker.core.states import EVENT_STATUS, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition
+
+from videoworker.core.states import (
+    MACHINE,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    JobState,
+    Step,
+    check_transition,
+    event_for,
+    step_for,
+)
 
 S = JobState
 
-#: The legal moves, written out independently of worker.jobs so a change there shows up here.
+#: The legal moves, written out independently of the states module so a change there shows up here.
 LEGAL = {
     (S.RECEIVED, S.SUBMITTING),
     (S.RECEIVED, S.FAILED),
@@ -104,16 +115,38 @@ def test_no_path_from_a_submitted_job_back_to_submitting() -> None:
         assert S.SUBMITTING not in seen and S.RECEIVED not in seen, start
 
 
-def test_event_status_covers_every_state() -> None:
-    assert set(EVENT_STATUS) == set(JobState)
+def test_the_table_covers_every_state() -> None:
+    """Every state has exactly one row: its step, its event and its moves."""
+    assert set(MACHINE) == set(JobState)
 
 
 def test_event_statuses_are_the_contract_ones() -> None:
+    """States announce only the contract's four statuses; terminal ones a final event, internal ones none."""
     contract = {"submitted", "in_progress", "completed", "failed"}
-    assert {v for v in EVENT_STATUS.values() if v is not None} == contract
-    assert EVENT_STATUS[S.DONE] == "completed"
-    assert EVENT_STATUS[S.FAILED] == "failed"
-    assert EVENT_STATUS[S.SUBMIT_UNKNOWN] == "failed"
-    # every terminal state announces a final event; the internal steps announce nothing
-    assert all(EVENT_STATUS[s] in ("completed", "failed") for s in TERMINAL)
-    assert EVENT_STATUS[S.RECEIVED] is None and EVENT_STATUS[S.SUBMITTING] is None
+    assert {event_for(s) for s in JobState} - {None} == contract
+    assert event_for(S.DONE) == "completed"
+    assert event_for(S.FAILED) == "failed"
+    assert event_for(S.SUBMIT_UNKNOWN) == "failed"
+    assert all(event_for(s) in ("completed", "failed") for s in TERMINAL)
+    assert event_for(S.RECEIVED) is None and event_for(S.SUBMITTING) is None
+
+
+def test_each_state_runs_the_step_written_for_it() -> None:
+    """Which step runs in which state is written once; terminal states run none."""
+    assert {s: step_for(s) for s in JobState} == {
+        S.RECEIVED: Step.SUBMIT,
+        S.SUBMITTING: Step.RESOLVE,
+        S.SUBMITTED: Step.POLL,
+        S.IN_PROGRESS: Step.POLL,
+        S.COMPLETED: Step.DELIVER,
+        S.STORED: Step.FINISH,
+        S.DONE: None,
+        S.FAILED: None,
+        S.SUBMIT_UNKNOWN: None,
+    }
+    assert {s for s in JobState if step_for(s) is None} == TERMINAL
+
+
+def test_every_step_runs_somewhere() -> None:
+    """No step is dead code: each one is the step of at least one state."""
+    assert {step_for(s) for s in JobState} - {None} == set(Step)

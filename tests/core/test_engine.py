@@ -1,0 +1,172 @@
+"""The engine loop without a broker: jobs run to their final event, adopted jobs resume from their state,
+retries and timeouts end as they should, and a job another instance takes is let go.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import until
+from tests.core.conftest import Rig
+from tests.helpers import make_request
+from videoworker.core.jobs import Job
+from videoworker.core.outcomes import Move
+from videoworker.core.ownership import Leases
+from videoworker.core.states import JobState, Step
+from videoworker.ledger.base import JobRecord, ReplyTarget
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+async def accept(r: Rig, request_id: str, reply: ReplyTarget | None = None) -> None:
+    """Claim a request as intake would, and hand it to the engine."""
+    job = await r.claim(request_id, reply)
+    r.engine.accept(job.record, job.request)
+
+
+async def outbox(r: Rig, request_id: str) -> list[str]:
+    """Routing keys the relay published for ``request_id``, after flushing everything owed."""
+    while await r.relay.flush():
+        pass
+    return r.publisher.keys(request_id)
+
+
+async def test_a_job_runs_to_its_final_event(rig: RigFactory) -> None:
+    """received → … → done: the ledger row, the events in order, the reply, the stored video."""
+    r = await rig()
+    await accept(r, "e-ok", ReplyTarget("reply-q", "corr-1"))
+    row = await r.final("e-ok")
+    assert row.state is JobState.DONE and row.job_id and row.data["outputs"][0]["bytes"] > 0
+    assert await outbox(r, "e-ok") == ["video.submitted", "video.in_progress", "video.completed", "reply-q"]
+    reply = next(m for m in r.publisher.messages if m.routing_key == "reply-q")
+    assert reply.correlation_id == "corr-1" and json.loads(reply.body) == row.data["final"]
+    assert not (r.settings.data_dir / "tmp" / "e-ok").exists()  # the job's downloads went with it
+    assert r.sim.stats()["submits"] == 1
+
+
+async def test_submits_that_are_not_taken_are_retried_until_they_are(rig: RigFactory) -> None:
+    """503s on submit send the job back to `received`; it completes once the provider takes it."""
+    r = await rig()
+    r.sim.configure(error_rate=1.0, error_statuses=[503], retry_after=0)
+    await accept(r, "e-retry")
+    await until(lambda: r.sim.stats()["errors_injected"] >= 2, 10, "two refused submits")
+    r.sim.configure(error_rate=0.0)
+    row = await r.final("e-retry")
+    assert row.state is JobState.DONE and row.attempts >= 3
+
+
+async def test_a_job_that_never_finishes_fails_with_timeout(rig: RigFactory) -> None:
+    """job_timeout ends a job the provider never finishes, with a failed event."""
+    r = await rig(job_timeout=0.5)
+    r.sim.configure(never_finish_rate=1.0)
+    await accept(r, "e-slow")
+    row = await r.final("e-slow")
+    assert row.state is JobState.FAILED and row.data["final"]["error"]["code"] == "timeout"
+    assert (await outbox(r, "e-slow"))[-1] == "video.failed"
+
+
+async def test_a_failing_observer_never_fails_the_job(rig: RigFactory) -> None:
+    """Observers run on their own: an exception in one is counted and the job completes."""
+    from videoworker import JobEvent, hookimpl
+
+    class Crashing:
+        @hookimpl
+        def videoworker_job_event(self, event: JobEvent) -> None:
+            raise RuntimeError("observer down")
+
+    r = await rig(plugins={"crashing": Crashing()})
+    await accept(r, "e-observer")
+    assert (await r.final("e-observer")).state is JobState.DONE
+    await until(lambda: r.hooks.plugin_errors >= 3, 5, "the observer to have failed on each event")
+
+
+# --- adoption --------------------------------------------------------------------------------
+
+
+def _finished(r: Rig, job_id: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await r.client.poll(job_id)).status == "completed"
+
+    return check
+
+
+async def dead_row(r: Rig, request_id: str, state: JobState, **data: Any) -> None:
+    """A row left in ``state`` by an instance that is gone (its lease long expired)."""
+    request = make_request(request_id, model="google/veo-3.1", duration=4)
+    record = JobRecord(request_id, JobState.RECEIVED, request.model, request.wire(), owner="gone-1", lease_until=0)
+    await r.ledger.claim(record, None)
+    path = {
+        JobState.SUBMITTING: [JobState.SUBMITTING],
+        JobState.SUBMITTED: [JobState.SUBMITTING, JobState.SUBMITTED],
+        JobState.COMPLETED: [JobState.SUBMITTING, JobState.SUBMITTED, JobState.COMPLETED],
+        JobState.STORED: [JobState.SUBMITTING, JobState.SUBMITTED, JobState.COMPLETED, JobState.STORED],
+    }.get(state, [])
+    job = Job(record, request)
+    for step in path:
+        fields = {"job_id": data.get("job_id")} if step is JobState.SUBMITTED else {}
+        assert await r.ledger.transition(request_id, "gone-1", job.record.state, step, data=data or None, **fields)
+        job.record.state = step
+
+
+@pytest.mark.parametrize(
+    ("state", "ends"),
+    [
+        (JobState.RECEIVED, JobState.DONE),
+        (JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN),
+        (JobState.SUBMITTED, JobState.DONE),
+        (JobState.COMPLETED, JobState.DONE),
+        (JobState.STORED, JobState.DONE),
+    ],
+    ids=lambda s: s.value,
+)
+async def test_adopted_jobs_resume_with_their_states_step(rig: RigFactory, state: JobState, ends: JobState) -> None:
+    """Each unfinished state is picked up where the dead owner left it, and ends in one final event."""
+    r = await rig()
+    data: dict[str, Any] = {"timestamps": {}}
+    if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.STORED):
+        job_id = (await r.client.submit({"model": "google/veo-3.1", "prompt": "adopted", "duration": 4})).id
+        await until(_finished(r, job_id), 10, "the provider to finish the job")
+        data.update(job_id=job_id, submitted_at=time.time(), output_count=1)
+    if state is JobState.STORED:
+        output = {"index": 0, "location": "file:///x", "locations": {"local": "file:///x"}, "bytes": 1}
+        data["outputs"] = [{**output, "content_type": "video/mp4", "sha256": "0" * 64}]
+    await dead_row(r, "adopt-1", state, **data)
+    submits = r.sim.stats()["submits"]
+    assert await Leases(r.settings, r.ledger, r.engine).adopt() == 1
+    row = await r.final("adopt-1")
+    assert row.state is ends and row.owner == r.settings.instance_id
+    # only a job that never reached the provider is submitted by its adopter
+    assert r.sim.stats()["submits"] - submits == (1 if state is JobState.RECEIVED else 0)
+    assert len([k for k in await outbox(r, "adopt-1") if k in ("video.completed", "video.failed")]) == 1
+
+
+async def test_a_job_another_instance_took_is_let_go(rig: RigFactory) -> None:
+    """A lost compare-and-set (a peer adopted the job) drops it from memory without writing anything."""
+    r = await rig()
+    r.sim.configure(never_finish_rate=1.0)
+    await accept(r, "e-stolen")
+    await until(lambda: r.engine.jobs.get("e-stolen") and r.engine.jobs.get("e-stolen").record.job_id, 5, "a submit")
+    await r.ledger.adopt("peer-1", time.time() + 60, [r.settings.instance_id], 10)
+    await until(lambda: "e-stolen" not in r.engine.jobs, 5, "the engine to let the job go")
+    row = await r.ledger.get("e-stolen")
+    assert row is not None and row.owner == "peer-1" and not row.state.terminal
+
+
+async def test_a_write_that_landed_unseen_is_picked_up_from_the_ledger(rig: RigFactory) -> None:
+    """If the ledger is ahead of memory under our own name, the engine continues from the ledger."""
+    r = await rig()
+    r.sim.configure(never_finish_rate=1.0)
+    await accept(r, "e-ahead")
+    await until(lambda: (j := r.engine.jobs.get("e-ahead")) and j.record.state is JobState.IN_PROGRESS, 5, "polling")
+    job = r.engine.jobs.get("e-ahead")
+    assert job is not None
+    stale = Job(JobRecord(**{**vars(job.record), "state": JobState.SUBMITTED}), job.request)
+    r.engine.jobs.hold(stale)  # memory now lags the ledger, as after a lost commit answer
+    await r.engine.apply(stale, Step.POLL, Move(JobState.IN_PROGRESS))
+    assert "e-ahead" in r.engine.jobs and stale.record.state is JobState.IN_PROGRESS
+    r.sim.configure(never_finish_rate=0.0)

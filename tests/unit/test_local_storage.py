@@ -1,0 +1,88 @@
+"""Unit tests for the built-in ``local`` storage plugin: atomic, idempotent, confined to its folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from tests.helpers import make_output, make_request
+from videoworker import Settings, StorageError, StoredOutput
+from videoworker.config import load_settings
+from videoworker.default_plugins import local as local_plugin
+
+
+def uri_path(uri: str) -> Path:
+    parts = urlsplit(uri)
+    assert parts.scheme == "file"
+    return Path(unquote(parts.path))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(None, data_dir=tmp_path / "data", openrouter_api_key="k")
+
+
+async def test_local_storage_writes_the_file(settings: Settings, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    stored = await local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, data, index=1), settings)
+    target = (settings.data_dir / "videos" / "req-1" / "1.mp4").resolve()
+    assert stored == StoredOutput("local", target.as_uri())
+    assert uri_path(stored.location) == target
+    assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["1.mp4"]  # no temp file left behind
+
+
+async def test_local_storage_rerun_overwrites(settings: Settings, tmp_path: Path) -> None:
+    request = make_request()
+    first = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"A" * 10), settings)
+    again = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"A" * 10), settings)
+    assert first == again
+    other = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"B" * 20), settings)
+    assert other == first
+    target = uri_path(first.location)
+    assert target.read_bytes() == b"B" * 20
+    assert sorted(p.name for p in target.parent.iterdir()) == ["0.mp4"]
+
+
+async def test_local_storage_never_exposes_a_partial_file(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = make_request()
+    stored = await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"old"), settings)
+
+    def crash(src: Any, dst: Any) -> None:
+        raise OSError("disk went away before the rename")
+
+    monkeypatch.setattr(local_plugin.os, "replace", crash)
+    with pytest.raises(OSError, match="rename"):
+        await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"new" * 1000), settings)
+    assert uri_path(stored.location).read_bytes() == b"old"
+
+
+async def test_local_storage_dir_override(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    s = load_settings(
+        None, data_dir=tmp_path / "data", openrouter_api_key="k", plugins={"local": {"dir": str(elsewhere)}}
+    )
+    stored = await local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, b"x"), s)
+    assert uri_path(stored.location) == (elsewhere / "req-1" / "0.mp4").resolve()
+    assert (elsewhere / "req-1" / "0.mp4").read_bytes() == b"x"
+    assert not (tmp_path / "data" / "videos").exists()
+
+
+@pytest.mark.parametrize("request_id", ["..", "."])
+async def test_local_storage_refuses_ids_that_escape_the_videos_dir(
+    settings: Settings, tmp_path: Path, request_id: str
+) -> None:
+    """'.' and '..' fit the id pattern; the parser refuses them and storage refuses to write outside videos/."""
+    with pytest.raises(StorageError):
+        await local_plugin.videoworker_store_output(
+            make_request("ok"), make_output(tmp_path, b"x", request_id=request_id), settings
+        )
+    assert not (settings.data_dir / "0.mp4").exists()
+    assert not (settings.data_dir / "videos" / "0.mp4").exists()

@@ -1,0 +1,36 @@
+"""What a step may use: settings, the provider, the storage hooks, the poll planner, its temp folder.
+
+Built once by the engine and handed to every step, so steps are plain functions that
+unit tests call with a context of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from videoworker.config import Settings
+from videoworker.core.jobs import Job
+from videoworker.core.ports import Provider
+from videoworker.core.schedule import PollPlanner, backoff
+from videoworker.core.states import JobState
+from videoworker.core.workdir import Workdir
+from videoworker.plugins.hooks import Hooks
+
+
+@dataclass
+class StepContext:
+    """Everything a step needs, and the one ledger write a step makes itself (:attr:`intend`)."""
+
+    settings: Settings
+    provider: Provider
+    hooks: Hooks
+    planner: PollPlanner
+    workdir: Workdir
+    #: Record ``state`` (with the attempt number) *before* a side effect that must never be
+    #: repeated blindly, i.e. ``submitting`` before the POST. False: the job is not ours any more.
+    intend: Callable[[Job, JobState, int], Awaitable[bool]]
+
+    def retry_in(self, attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+        """Seconds before retry ``attempt``: full-jitter backoff scaled by ``retry_backoff_base``."""
+        return backoff(attempt, base=base * self.settings.retry_backoff_base, cap=cap)

@@ -1,0 +1,68 @@
+"""The poll step (``submitted``, ``in_progress``): ask the provider, and move only when something changed.
+
+A poll that changes nothing writes nothing: it only sets the job's next timer, spaced
+by the planner (near the model's learned duration, backing off with jitter, never
+sooner than the provider's ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from videoworker import metrics
+from videoworker.core.context import StepContext
+from videoworker.core.jobs import Job
+from videoworker.core.outcomes import Again, Move, Outcome, fail
+from videoworker.core.ports import ProviderJob
+from videoworker.core.states import JobState
+from videoworker.core.steps.submit import stamp
+from videoworker.errors import PermanentError, RetryableError
+
+#: The provider's terminal statuses other than completed, and the stable code each fails with.
+_PROVIDER_FAILURES = {"failed": "provider_failed", "cancelled": "provider_cancelled", "expired": "provider_expired"}
+
+
+async def poll(job: Job, ctx: StepContext) -> Outcome:
+    """``submitted`` / ``in_progress``: GET the job and return the move its status calls for."""
+    record = job.record
+    if record.job_id is None:
+        return fail("provider_failed", "the ledger holds no provider job id for this job")
+    elapsed = time.time() - float(record.data.get("submitted_at", time.time()))
+    if elapsed > ctx.settings.job_timeout:
+        return fail("timeout", f"the job did not finish within job_timeout={ctx.settings.job_timeout:g}s")
+    try:
+        answer = await ctx.provider.poll(record.job_id)
+    except RetryableError as exc:
+        metrics.POLLS.labels(outcome="retry").inc()
+        return Again(_gap(job, ctx, elapsed, exc.retry_after))
+    except PermanentError as exc:
+        return fail("provider_failed", f"polling the job failed ({exc.status}): {exc.message}")
+    metrics.POLLS.labels(outcome=answer.status).inc()
+    job.polls += 1
+    if answer.status == "completed":
+        return _completed(job, ctx, answer, elapsed)
+    if answer.status in _PROVIDER_FAILURES:
+        return fail(_PROVIDER_FAILURES[answer.status], answer.error or f"the provider reports {answer.status}")
+    if answer.status == "in_progress" and record.state is JobState.SUBMITTED:
+        return Move(JobState.IN_PROGRESS, after=_gap(job, ctx, elapsed))
+    return Again(_gap(job, ctx, elapsed))
+
+
+def _gap(job: Job, ctx: StepContext, elapsed: float, retry_after: float | None = None) -> float:
+    return ctx.planner.next_gap(job.request.model, elapsed, job.polls, retry_after)
+
+
+def _completed(job: Job, ctx: StepContext, answer: ProviderJob, elapsed: float) -> Move:
+    """The provider finished: learn how long the model took, record what it reported, deliver next."""
+    model = job.request.model
+    ctx.planner.learn(model, elapsed)
+    metrics.JOB_DURATION.labels(model=model).observe(elapsed)
+    if answer.usage is not None and answer.usage.cost is not None:
+        metrics.COST.labels(model=model).inc(answer.usage.cost)
+    data = stamp(job.record.data, "completed")
+    data.update(
+        generation_id=answer.generation_id,
+        output_count=max(1, len(answer.unsigned_urls)),
+        usage=answer.usage.model_dump() if answer.usage is not None else None,
+    )
+    return Move(JobState.COMPLETED, data=data)

@@ -1,0 +1,87 @@
+"""The submit step (``received``) and the resolve step (``submitting`` found after a crash).
+
+The POST costs money and carries no idempotency key, so ``submitting`` is recorded
+first. Whatever answer the provider gives becomes exactly one outcome; an answer that
+may hide an accepted (and charged) job becomes ``submit_unknown``, never a resubmit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from videoworker import metrics
+from videoworker.contract.events import iso
+from videoworker.core.context import StepContext
+from videoworker.core.crashpoints import crashpoint
+from videoworker.core.jobs import Job
+from videoworker.core.outcomes import Move, Outcome, Release, fail
+from videoworker.core.states import JobState
+from videoworker.errors import PermanentError, RetryableError
+
+log = structlog.get_logger("videoworker.steps")
+
+#: Stable failure codes for submit refusals whose HTTP status says more than "rejected".
+_REFUSALS = {402: "over_budget", 401: "provider_unauthorized", 403: "provider_rejected"}
+
+
+async def submit(job: Job, ctx: StepContext) -> Outcome:
+    """``received``: record ``submitting``, POST the request, and turn the answer into the next move."""
+    attempts = job.record.attempts + 1
+    crashpoint("before_post")
+    if not await ctx.intend(job, JobState.SUBMITTING, attempts):
+        return Release()
+    model = job.request.model
+    try:
+        answer = await ctx.provider.submit(job.request.provider_body())
+    except RetryableError as exc:
+        return _not_taken(ctx, model, exc, attempts)
+    except PermanentError as exc:
+        metrics.SUBMITS.labels(model=model, outcome="rejected").inc()
+        code = _REFUSALS.get(exc.status or 0, "provider_rejected")
+        return fail(code, f"OpenRouter refused the submit ({exc.status}): {exc.message}")
+    except Exception as exc:  # noqa: BLE001 - AmbiguousSubmit, or anything unforeseen after sending
+        status = getattr(exc, "status", None) or "no answer"
+        return unknown(model, f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}")
+    crashpoint("after_post")
+    metrics.SUBMITS.labels(model=model, outcome="accepted").inc()
+    data = stamp(job.record.data, "submitted")
+    data["submitted_at"] = time.time()
+    return Move(JobState.SUBMITTED, data=data, job_id=answer.id, after=ctx.planner.next_gap(model, 0, 0))
+
+
+async def resolve(job: Job, ctx: StepContext) -> Outcome:
+    """``submitting`` found after a crash: the POST may have been charged, so report it (or resubmit, by policy)."""
+    if ctx.settings.resubmit_unknown:
+        log.warning("resubmitting a job whose first submit may have been charged (resubmit_unknown=true)")
+        return Move(JobState.RECEIVED)
+    return unknown(job.request.model, "the daemon stopped between sending the submit and recording its job id")
+
+
+def unknown(model: str, message: str) -> Move:
+    """The submit may have been accepted and charged: park the job, alert, never resubmit silently."""
+    metrics.SUBMIT_UNKNOWN.inc()
+    metrics.SUBMITS.labels(model=model, outcome="unknown").inc()
+    log.error(
+        "ALERT: submit outcome unknown; the provider may have charged it; not resubmitting",
+        alert="submit_outcome_unknown",
+    )
+    return fail("submit_outcome_unknown", message, to=JobState.SUBMIT_UNKNOWN)
+
+
+def stamp(data: dict[str, object], moment: str) -> dict[str, object]:
+    """A copy of a job's data with ``timestamps[moment]`` set to now."""
+    timestamps = data.get("timestamps")
+    return {**data, "timestamps": {**(timestamps if isinstance(timestamps, dict) else {}), moment: iso()}}
+
+
+def _not_taken(ctx: StepContext, model: str, exc: RetryableError, attempts: int) -> Move:
+    """The provider certainly did not take the job: back to ``received``, retried later, up to a limit."""
+    metrics.SUBMITS.labels(model=model, outcome="retry").inc()
+    if attempts >= ctx.settings.submit_max_attempts:
+        message = f"OpenRouter did not take the submit after {attempts} attempts: {exc.message}"
+        return fail("provider_unavailable", message, retryable=True)
+    delay = max(exc.retry_after or 0.0, ctx.retry_in(attempts))
+    log.info("submit not taken; retrying", status=exc.status, retry_in=round(delay, 2))
+    return Move(JobState.RECEIVED, after=delay)
