@@ -170,3 +170,24 @@ async def test_a_write_that_landed_unseen_is_picked_up_from_the_ledger(rig: RigF
     await r.engine.apply(stale, Step.POLL, Move(JobState.IN_PROGRESS))
     assert "e-ahead" in r.engine.jobs and stale.record.state is JobState.IN_PROGRESS
     r.sim.configure(never_finish_rate=0.0)
+
+
+async def test_finishing_a_job_leaves_a_neighbours_downloads_alone(rig: RigFactory) -> None:
+    """Job `order` finishing removes its own temp folder only, never the downloads of job `order.1`."""
+    from videoworker import OutputFile, StoredOutput, hookimpl
+
+    class HoldsOrder1:
+        @hookimpl(tryfirst=True)
+        def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            if output.request_id == "order.1":
+                raise RuntimeError("not yet")
+            return None
+
+    r = await rig(plugins={"holds": HoldsOrder1()}, storage_retry_seconds=60)
+    neighbour = r.settings.data_dir / "tmp" / "order.1" / "0.part"
+    await accept(r, "order.1")
+    await until(neighbour.exists, 10, "order.1 to be downloaded (and held in storage)")
+    await accept(r, "order")
+    assert (await r.final("order")).state is JobState.DONE
+    assert neighbour.exists(), "finishing `order` deleted the downloads of `order.1`"
+    assert not (r.settings.data_dir / "tmp" / "order").exists()

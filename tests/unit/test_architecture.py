@@ -133,6 +133,6 @@ def test_the_product_wheel_carries_one_package_and_no_dev_tools(tmp_path: Path) 
 
 
 def test_the_container_copies_only_the_product() -> None:
-    """The Dockerfile installs the product from worker/ and copies neither devtools/ nor tests/."""
+    """The Dockerfile installs the product (the worker/ source root) and copies neither devtools/ nor tests/."""
     copies = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY")]
     assert set(copies) <= {"pyproject.toml", "worker"}, copies
