@@ -103,11 +103,11 @@ class Daemon:
             plugins=[p["name"] for p in describe_plugins(self.pm)],
         )
         await self.hooks.startup()
-        await self.ledger.open()
-        if s.health_port is not None:
-            self._health, self.health_port = await serve_health(self.readiness, s.health_port)
-            log.info("health endpoints up", port=self.health_port)
-        try:
+        try:  # from here on, whatever fails, plugins are shut down and everything opened is closed
+            await self.ledger.open()
+            if s.health_port is not None:
+                self._health, self.health_port = await serve_health(self.readiness, s.health_port)
+                log.info("health endpoints up", port=self.health_port)
             await self._serve()
         finally:
             await self._shutdown()

@@ -1,0 +1,50 @@
+"""The daemon's start and stop around the core, where no broker is needed to see the behaviour."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from videoworker import ConfigError, Settings, hookimpl
+from videoworker.config import load_settings
+from videoworker.ledger.sqlite import SQLiteLedger
+from videoworker.runtime import Daemon
+from videoworker_devtools.simulator import SimulatorThread
+
+
+class Lifecycle:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def videoworker_startup(self) -> None:
+        self.calls.append("startup")
+
+    @hookimpl
+    def videoworker_shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+
+async def test_a_refused_ledger_stops_the_start_and_still_shuts_plugins_down(
+    tmp_path: Path, core_sim: SimulatorThread
+) -> None:
+    """A ledger newer than this release is refused, and the plugins that started are shut down again."""
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SQLiteLedger(path)
+    await ledger.open()
+    await ledger.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)")
+    settings: Settings = load_settings(
+        None,
+        openrouter_api_key=core_sim.api_key,
+        openrouter_base_url=core_sim.base_url,
+        data_dir=tmp_path,
+        ledger_url=f"sqlite:///{path}",
+    )
+    tracker = Lifecycle()
+    with pytest.raises(ConfigError, match="newer"):
+        await Daemon(settings, plugins={"tracker": tracker}).run()
+    assert tracker.calls == ["startup", "shutdown"]
