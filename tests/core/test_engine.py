@@ -191,3 +191,15 @@ async def test_finishing_a_job_leaves_a_neighbours_downloads_alone(rig: RigFacto
     assert (await r.final("order")).state is JobState.DONE
     assert neighbour.exists(), "finishing `order` deleted the downloads of `order.1`"
     assert not (r.settings.data_dir / "tmp" / "order").exists()
+
+
+async def test_a_submitting_record_that_landed_unseen_is_resolved_never_sent(rig: RigFactory) -> None:
+    """If `submitting` is in the ledger but memory says `received`, nothing is POSTed: the job is resolved."""
+    r = await rig()
+    job = await r.claim("e-intent")
+    me = r.settings.instance_id
+    assert await r.ledger.transition("e-intent", me, JobState.RECEIVED, JobState.SUBMITTING, attempts=1)
+    r.engine.accept(job.record, job.request)  # memory lags: it still says `received`
+    row = await r.final("e-intent")
+    assert row.state is JobState.SUBMIT_UNKNOWN
+    assert r.sim.stats()["submits"] == 0

@@ -160,7 +160,7 @@ class Engine:
         if isinstance(outcome, Again):
             self._schedule(step, job.id, outcome.after)
         elif isinstance(outcome, Release):
-            self.jobs.drop(job.id)
+            await self._resync(job)
         elif await self._record(job, outcome):
             self._moved(job, outcome)
 

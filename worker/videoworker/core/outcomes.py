@@ -39,7 +39,7 @@ class Again:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """The job is not ours any more (a peer adopted it): forget it without writing anything."""
+    """The job's row did not match memory (a peer adopted it?): let it go, unless the ledger says it is still ours."""
 
 
 Outcome = Move | Again | Release
