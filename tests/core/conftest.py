@@ -7,7 +7,6 @@ are passed in (``rig(job_timeout=1)``), never patched.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -159,4 +158,3 @@ async def rig(tmp_path: Path, core_sim: SimulatorThread) -> AsyncIterator[Callab
         await r.engine.stop(0)
         await r.client.aclose()
         await r.ledger.close()
-    await asyncio.sleep(0)
