@@ -163,7 +163,12 @@ def test_state_table_matches_the_machine() -> None:
 
 # --- documents stand on their own ------------------------------------------------------------------
 
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "plugins").glob("*/README.md"))]
+DOCUMENTS = [
+    ROOT / "README.md",
+    ROOT / "devtools" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "plugins").glob("*/README.md")),
+]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))

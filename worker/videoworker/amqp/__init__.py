@@ -1,0 +1,1 @@
+"""AMQP: the only code that imports aio-pika. The broker connection, the request consumer, and a producer."""
