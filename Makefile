@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml devtools/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' -e ./devtools $(foreach p,$(wildcard plugins/*/pyproject.toml),-e ./$(dir $(p)))
+	$(PY) -m pip install --quiet -e '.[test]' -e ./devtools $(foreach p,$(wildcard plugins/*/pyproject.toml),-e './$(dir $(p))[test]')
 	touch $@
 
 demo: $(VENV)/.installed

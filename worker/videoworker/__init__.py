@@ -20,8 +20,9 @@ import pluggy
 
 from videoworker.config import Settings
 from videoworker.contract.request import VideoRequest
-from videoworker.errors import ConfigError, InvalidRequest, PluginError, StorageError, WorkerError
-from videoworker.plugins.types import JobEvent, OutputFile, StoredOutput
+from videoworker.errors import ConfigError, InvalidRequest, NotifyError, PluginError, StorageError, WorkerError
+from videoworker.plugins.settings import delivery_options, plugin_settings
+from videoworker.plugins.types import JobEvent, Notification, NotifyTarget, OutputFile, StoredOutput
 from videoworker.provider.catalogue import Catalogue
 from videoworker.provider.models import VideoModel
 
@@ -35,6 +36,9 @@ __all__ = [
     "ConfigError",
     "InvalidRequest",
     "JobEvent",
+    "Notification",
+    "NotifyError",
+    "NotifyTarget",
     "OutputFile",
     "PluginError",
     "Settings",
@@ -44,5 +48,7 @@ __all__ = [
     "VideoRequest",
     "WorkerError",
     "__version__",
+    "delivery_options",
     "hookimpl",
+    "plugin_settings",
 ]

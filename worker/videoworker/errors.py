@@ -12,6 +12,7 @@
     │   └── AmbiguousSubmit    a submit may or may not have been accepted (and charged)
     ├── DownloadError          a video download was cut, too big, or not an MP4
     ├── StorageError           a storage plugin could not keep an output
+    ├── NotifyError            a notifier could not deliver; retried later unless it says not to
     └── Unroutable             the broker returned a publish: no queue is bound to its routing key
 
 Messages never carry the API key or an ``Authorization`` header: only status codes,
@@ -95,6 +96,21 @@ class DownloadError(WorkerError):
 
 class StorageError(WorkerError):
     """Raised by or for a storage plugin that could not keep an output; the host retries with backoff."""
+
+
+class NotifyError(WorkerError):
+    """Raised by a notifier plugin when a delivery failed.
+
+    ``retryable`` False (a receiver that is gone, a target that can never work) marks the
+    delivery dead at once; otherwise it is retried with backoff, no sooner than
+    ``retry_after`` seconds. Any other exception from a notifier counts as retryable.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class Unroutable(WorkerError):

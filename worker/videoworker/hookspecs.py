@@ -21,10 +21,48 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from videoworker import Catalogue, JobEvent, OutputFile, Settings, StoredOutput, VideoRequest
+    from pydantic import BaseModel
+
+    from videoworker import (
+        Catalogue,
+        JobEvent,
+        Notification,
+        NotifyTarget,
+        OutputFile,
+        Settings,
+        StoredOutput,
+        VideoRequest,
+    )
 
 NAME = "videoworker"
 hookspec = pluggy.HookspecMarker(NAME)
+
+
+# --- declarations: what a plugin's settings and delivery options look like --------------
+@hookspec
+def videoworker_settings_model() -> type[BaseModel] | None:
+    """Declare the pydantic model of this plugin's ``[plugins.<name>]`` section. Synchronous.
+
+    Called once at start. The host validates the section with it before any plugin starts
+    (a wrong key stops the start with ``[plugins.<name>] <key>: <reason>``), ``videoworker
+    plugins`` reports whether it is valid, and ``videoworker config`` redacts its fields typed
+    ``SecretStr``. Read the parsed section in any hook with :func:`videoworker.plugin_settings`.
+
+    :return: a pydantic model class (``extra="forbid"`` recommended), or None.
+    """
+
+
+@hookspec
+def videoworker_delivery_model() -> type[BaseModel] | None:
+    """Declare the pydantic model of the ``delivery.<name>`` options a request may give this plugin. Synchronous.
+
+    Called once at start. Each request's options are validated with it at intake (a wrong
+    value refuses the request with ``invalid_request`` naming ``delivery.<name>.<key>``), and
+    ``videoworker schema`` publishes its JSON Schema. Read them with
+    :func:`videoworker.delivery_options`.
+
+    :return: a pydantic model class, or None.
+    """
 
 
 # --- request validation: before any money is spent -------------------------------------
@@ -88,6 +126,41 @@ def videoworker_job_event(event: JobEvent, settings: Settings) -> Awaitable[None
     """
 
 
+# --- notifications: durable, at least once --------------------------------------------
+@hookspec
+def videoworker_notification_targets(
+    event: JobEvent, settings: Settings
+) -> Awaitable[list[NotifyTarget]] | list[NotifyTarget] | None:
+    """Name the receivers this plugin owes ``event`` to. May be ``async def``, but should not do I/O.
+
+    Called once per plugin for every status change, just before the change is recorded:
+    each target becomes a row in the ledger in the same transaction as the change, so a
+    crash can delay a notification but never lose it. Return [] (or None) for none.
+
+    :param event: the status change (``event.delivery`` holds the request's per-plugin options).
+    :param settings: the daemon's settings.
+    :return: the :class:`videoworker.NotifyTarget` list.
+    """
+
+
+@hookspec
+def videoworker_notify(notification: Notification, settings: Settings) -> Awaitable[None] | None:
+    """Deliver one owed notification to one target. May be ``async def``.
+
+    Called for this plugin's own targets only, from the ledger-backed queue, at least once:
+    after a crash or a lost answer the same ``notification.id`` may come again. Deliveries to
+    one target run in order per request, under ``notify_concurrency``, within
+    ``notify_timeout`` seconds each, and never delay a job.
+
+    :param notification: the event, the target, a stable id and the attempt number.
+    :param settings: the daemon's settings.
+    :raises videoworker.NotifyError: with ``retryable=False`` to give up on this delivery (it is
+        marked dead and can be replayed); otherwise, or on any other exception, the delivery
+        is retried with exponential backoff and jitter, no sooner than ``retry_after``, for up
+        to ``notify_retry_hours``.
+    """
+
+
 # --- lifecycle ------------------------------------------------------------------------
 @hookspec
 def videoworker_startup(settings: Settings) -> Awaitable[None] | None:
@@ -111,7 +184,11 @@ def videoworker_shutdown(settings: Settings) -> Awaitable[None] | None:
 __all__ = [
     "NAME",
     "hookspec",
+    "videoworker_delivery_model",
     "videoworker_job_event",
+    "videoworker_notification_targets",
+    "videoworker_notify",
+    "videoworker_settings_model",
     "videoworker_shutdown",
     "videoworker_startup",
     "videoworker_store_output",

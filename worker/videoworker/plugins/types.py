@@ -1,4 +1,4 @@
-"""The objects hooks receive and return: a downloaded output, where it was stored, a job event."""
+"""The objects hooks receive and return: a downloaded output, where it was stored, a job event, a notification."""
 
 from __future__ import annotations
 
@@ -21,10 +21,15 @@ class OutputFile:
 
 @dataclass(frozen=True)
 class StoredOutput:
-    """Where a storage plugin put an output: ``backend`` is its short name, ``location`` a URI."""
+    """Where a storage plugin put an output: ``backend`` is its short name, ``location`` a URI.
+
+    ``url`` is an optional link a consumer can fetch the video from (an http(s) or
+    presigned URL); the event's ``outputs[i].url`` is the first one the plugins give.
+    """
 
     backend: str
     location: str
+    url: str | None = None
 
 
 FINAL_STATUSES = frozenset({"completed", "failed"})
@@ -42,3 +47,32 @@ class JobEvent:
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One receiver a notifier plugin owes an event to, as recorded in the ledger.
+
+    ``key`` names the receiver within the plugin (``"endpoint:ops"``, ``"url:3f2a…"``): deliveries
+    to one key run in order per request and under one concurrency limit, so a slow receiver
+    never holds up another. ``data`` is what the plugin needs to find it again (JSON, stored
+    in the ledger: never put a secret here; look secrets up in the settings when delivering).
+    """
+
+    key: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One owed delivery, as ``videoworker_notify`` receives it.
+
+    ``id`` is stable across retries, crashes and replays (receivers can drop repeats by it);
+    ``attempt`` counts from 1.
+    """
+
+    id: str
+    event: JobEvent
+    target: NotifyTarget
+    attempt: int
+    created_at: float
