@@ -9,10 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # Only the product: worker/ is the source root of the videoworker package. The development
-# tools (devtools/: simulator, demo) and the plugin distributions (plugins/) stay out.
+# tools (devtools/: simulator, demo) and the tests stay out.
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip install --no-cache-dir . \
+# Plugin distributions to install with the daemon: paths under plugins/ or names on an index, e.g.
+#   docker build --build-arg PLUGINS="./plugins/videoworker-s3 ./plugins/videoworker-webhooks" .
+ARG PLUGINS=""
+COPY plugins ./plugins
+RUN pip install --no-cache-dir . ${PLUGINS} \
     && useradd --system --uid 10001 --home-dir /data videoworker \
     && mkdir -p /data && chown videoworker /data
 

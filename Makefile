@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo demo-sinks test lint unit bench clean
 
 # The product, its development tools, and every plugin distribution under plugins/.
 $(VENV)/.installed: pyproject.toml devtools/pyproject.toml $(wildcard plugins/*/pyproject.toml)
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml $(wildcard plugins/*/
 demo: $(VENV)/.installed
 	$(PY) -m videoworker_devtools.rabbit
 	$(VENV)/bin/videoworker demo
+
+# The same, plus S3 (moto), a signed webhook and a Slack message, all received locally.
+demo-sinks: $(VENV)/.installed
+	$(PY) -m videoworker_devtools.rabbit
+	$(VENV)/bin/videoworker demo --sinks
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

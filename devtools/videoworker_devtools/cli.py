@@ -81,12 +81,20 @@ def simulate(
 @click.command()
 @click.option("--count", type=int, default=3, show_default=True, help="Requests to publish.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("./demo-data"), show_default=True)
+@click.option(
+    "--sinks", is_flag=True, help="Also store in S3 (moto) and announce through a signed webhook and Slack (local)."
+)
 @click.pass_obj
-def demo(obj: Ctx, count: int, data_dir: Path) -> None:
-    """Run everything here: simulator, RabbitMQ (started if needed), daemon, and a few requests."""
+def demo(obj: Ctx, count: int, data_dir: Path, sinks: bool) -> None:
+    """Run everything here: simulator, RabbitMQ (started if needed), daemon, and a few requests.
+
+    With --sinks the S3, webhooks and Slack plugins are configured against local stand-ins
+    (moto's S3 server, a receiver verifying signatures, a Slack stand-in), and the demo
+    shows each video in every sink.
+    """
     from videoworker_devtools.demo import run_demo
 
     try:
-        sys.exit(asyncio.run(run_demo(obj.config, count, data_dir)))
+        sys.exit(asyncio.run(run_demo(obj.config, count, data_dir, with_sinks=sinks)))
     except WorkerError as exc:
         fail(str(exc))

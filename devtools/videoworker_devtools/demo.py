@@ -8,6 +8,7 @@ publishes a few requests, waits for their final events and shows where the video
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from videoworker.amqp.producer import submit
 from videoworker.config import load_settings
 from videoworker.logs import configure_logging
 from videoworker.runtime import Daemon
+from videoworker_devtools.demo_sinks import sinks
 from videoworker_devtools.rabbit import BrokerMissing, ensure_rabbitmq
 from videoworker_devtools.simulator import SimConfig, SimulatorThread
 
@@ -30,14 +32,27 @@ PROMPTS = [
 ]
 
 
-async def run_demo(config: Path | None, count: int, data_dir: Path) -> int:
-    """Return the exit code: 0 when every request completed."""
+async def run_demo(config: Path | None, count: int, data_dir: Path, *, with_sinks: bool = False) -> int:
+    """Return the exit code: 0 when every request completed (and, with sinks, reached every sink)."""
     base = load_settings(config)
     try:
         click.echo(ensure_rabbitmq(base.amqp_url.get_secret_value()))
     except BrokerMissing as exc:
         click.echo(f"videoworker demo: {exc}", err=True)
         return 2
+    with contextlib.ExitStack() as stack:
+        extra = stack.enter_context(sinks()) if with_sinks else None
+        code = await _run(config, count, data_dir, extra.plugin_config() if extra else {})
+        if extra is not None and code == 0:
+            click.echo("and in the sinks:")
+            code = 0 if await extra.report(_RESULTS) else 1
+    return code
+
+
+_RESULTS: list[dict[str, Any]] = []
+
+
+async def _run(config: Path | None, count: int, data_dir: Path, plugins: dict[str, Any]) -> int:
     suffix = uuid.uuid4().hex[:6]
     with SimulatorThread(SimConfig(job_seconds=(2.0, 4.0))) as sim:
         settings = load_settings(
@@ -51,6 +66,7 @@ async def run_demo(config: Path | None, count: int, data_dir: Path) -> int:
             poll_max_interval=2.0,
             log_format="console",
             log_level="warning",
+            plugins=plugins,
         )
         configure_logging(settings.log_level, settings.log_format)
         click.echo(f"simulator at {sim.base_url}; data in {data_dir.resolve()}; queue {settings.request_queue}")
@@ -78,6 +94,7 @@ async def run_demo(config: Path | None, count: int, data_dir: Path) -> int:
             daemon.request_stop("demo finished")
             await running
             await _drop_queues(settings)
+    _RESULTS[:] = results
     return _report(results, count)
 
 

@@ -7,6 +7,7 @@ are passed in (``rig(job_timeout=1)``), never patched.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import until
 from tests.helpers import make_request
 from videoworker.config import Settings, load_settings
 from videoworker.core.engine import Engine
 from videoworker.core.intake import Intake
 from videoworker.core.jobs import Job
+from videoworker.core.notifier import Notifier
 from videoworker.core.states import JobState
 from videoworker.errors import Unroutable
 from videoworker.ledger.base import JobRecord, ReplyTarget
@@ -30,6 +31,7 @@ from videoworker.plugins.hooks import Hooks
 from videoworker.plugins.manager import make_plugin_manager
 from videoworker.provider.catalogue import CatalogueCache
 from videoworker.provider.client import OpenRouterClient
+from videoworker.testing.recorder import until
 from videoworker_devtools.simulator import SimConfig, SimulatorThread
 
 
@@ -77,7 +79,9 @@ class Rig:
     intake: Intake
     publisher: MemoryPublisher
     relay: OutboxRelay
+    notifier: Notifier
     ledger_errors: list[int] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def claim(self, request_id: str, reply: ReplyTarget | None = None, **fields: Any) -> Job:
         """Claim a request in the ledger under this rig's name, as intake would; the test holds the job."""
@@ -116,10 +120,12 @@ def core_sim() -> AsyncIterator[SimulatorThread]:
 
 @pytest.fixture
 async def rig(tmp_path: Path, core_sim: SimulatorThread) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
-    """``r = await rig(**settings)`` builds a started core; everything is stopped at teardown."""
+    """``r = await rig(plugins=…, plugin_config=…, **settings)`` builds a started core; stopped at teardown."""
     made: list[Rig] = []
 
-    async def build(plugins: dict[str, object] | None = None, **overrides: Any) -> Rig:
+    async def build(
+        plugins: dict[str, object] | None = None, plugin_config: dict[str, Any] | None = None, **overrides: Any
+    ) -> Rig:
         values: dict[str, Any] = {
             "openrouter_api_key": core_sim.api_key,
             "openrouter_base_url": core_sim.base_url,
@@ -129,6 +135,7 @@ async def rig(tmp_path: Path, core_sim: SimulatorThread) -> AsyncIterator[Callab
             "lease_seconds": 3.0,
             "retry_backoff_base": 0.01,
             "instance_id": f"core-{len(made)}",
+            "plugins": plugin_config or {},
             **overrides,
         }
         settings = load_settings(None, **values)
@@ -138,23 +145,31 @@ async def rig(tmp_path: Path, core_sim: SimulatorThread) -> AsyncIterator[Callab
         hooks = Hooks(make_plugin_manager(settings, extra=plugins), settings)
         publisher = MemoryPublisher()
         relay = OutboxRelay(ledger, publisher, settings.instance_id, settings.lease_seconds)
-        engine = Engine(settings, ledger, client, hooks, on_outbox=relay.wake)
+        catalogue = CatalogueCache(client, 600)
+        notifier = Notifier(settings, ledger, hooks)
+        engine = Engine(
+            settings, ledger, client, hooks, on_outbox=relay.wake, on_notify=notifier.wake, catalogue=catalogue
+        )
         errors: list[int] = []
         intake = Intake(
             settings,
             ledger,
             hooks,
-            CatalogueCache(client, 600),
+            catalogue,
             engine,
             on_ledger_error=lambda: errors.append(1),
         )
-        r = Rig(settings, core_sim, ledger, client, hooks, engine, intake, publisher, relay, errors)
+        r = Rig(settings, core_sim, ledger, client, hooks, engine, intake, publisher, relay, notifier, errors)
         engine.start()
+        r.tasks.append(asyncio.create_task(notifier.run()))
         made.append(r)
         return r
 
     yield build
     for r in made:
+        for task in r.tasks:
+            task.cancel()
+        await asyncio.gather(*r.tasks, return_exceptions=True)
         await r.engine.stop(0)
         await r.client.aclose()
         await r.ledger.close()

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import until
 from tests.core.conftest import Rig
 from tests.helpers import make_request
 from videoworker.core.jobs import Job
@@ -19,6 +18,7 @@ from videoworker.core.outcomes import Move
 from videoworker.core.ownership import Leases
 from videoworker.core.states import JobState, Step
 from videoworker.ledger.base import JobRecord, ReplyTarget
+from videoworker.testing.recorder import until
 
 RigFactory = Callable[..., Awaitable[Rig]]
 

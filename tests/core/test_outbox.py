@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.conftest import until
 from tests.core.conftest import Rig
 from videoworker.ledger.base import OutboxMessage
+from videoworker.testing.recorder import until
 
 RigFactory = Callable[..., Awaitable[Rig]]
 

@@ -139,7 +139,7 @@ async def test_resolve_reports_a_submit_in_doubt_as_unknown(rig: RigFactory) -> 
     """A job found in `submitting` may have been charged: it is parked as unknown, not resubmitted."""
     r = await rig()
     job = await r.claim("r-doubt")
-    assert await r.engine.recorder.intend(job, JobState.SUBMITTING, 1)
+    assert await r.engine.recorder.intend(job, Move(JobState.SUBMITTING, attempts=1))
     outcome = await run(r, job, Step.RESOLVE)
     assert isinstance(outcome, Move) and outcome.to is JobState.SUBMIT_UNKNOWN
 
@@ -148,7 +148,7 @@ async def test_resolve_resubmits_when_the_policy_says_so(rig: RigFactory) -> Non
     """With resubmit_unknown the job goes back to `received` (and may be paid twice)."""
     r = await rig(resubmit_unknown=True)
     job = await r.claim("r-again")
-    assert await r.engine.recorder.intend(job, JobState.SUBMITTING, 1)
+    assert await r.engine.recorder.intend(job, Move(JobState.SUBMITTING, attempts=1))
     outcome = await run(r, job, Step.RESOLVE)
     assert isinstance(outcome, Move) and outcome.to is JobState.RECEIVED
 

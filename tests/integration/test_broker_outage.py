@@ -33,10 +33,10 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from tests.conftest import until
 from tests.tcpproxy import TcpProxy
 from videoworker.config import Settings
 from videoworker.runtime import Daemon
+from videoworker.testing.recorder import until
 from videoworker_devtools.simulator import SimulatorThread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

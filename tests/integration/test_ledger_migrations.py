@@ -2,7 +2,8 @@
 
 A version-1 ledger (the schema from before versioning, with rows in every kind of state)
 is loaded from ``tests/fixtures/ledger_v1/`` with plain SQL, then opened by the current
-code. PostgreSQL runs use a fresh schema per store (dropped afterwards) and are skipped,
+code; a version-2 ledger is that fixture with migration 2 applied and stamped by hand,
+as the version-2 code left it. PostgreSQL runs use a fresh schema per store (dropped afterwards) and are skipped,
 with the reason, when the server cannot be reached (see ``test_ledger.py``).
 """
 
@@ -28,7 +29,8 @@ from tests.integration.test_ledger import PG_URL, _pg_unreachable
 from videoworker.core.states import TERMINAL, JobState
 from videoworker.errors import ConfigError
 from videoworker.ledger import SCHEMA_VERSION, sql
-from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
+from videoworker.ledger import notifications_sql as nsql
+from videoworker.ledger.base import BudgetChange, JobRecord, Ledger, OutboxMessage, OwedNotification, ReplyTarget
 from videoworker.ledger.migrations import MIGRATIONS
 from videoworker.ledger.postgres import PostgresLedger
 from videoworker.ledger.sqlite import SQLiteLedger
@@ -38,6 +40,11 @@ pytestmark = pytest.mark.asyncio
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ledger_v1"
 HOUR = 3600.0
 ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
+#: The tables migration 3 adds; a ledger upgraded from an older version has them, empty.
+V3_TABLES = ("budget_days", "notifications")
+V3_INDEXES = {"notifications_due", "notifications_order", "notifications_state"}
+#: When the version-2 code stamped the fixture (wall-clock seconds, as it records them).
+V2_STAMPS = ((1, 1704067800.5), (2, 1704067800.5))
 Rows = dict[str, list[tuple[Any, ...]]]
 
 
@@ -71,8 +78,21 @@ class Store(abc.ABC):
         self.opened.append(led)
         return led
 
+    @property
+    def dialect(self) -> sql.Dialect:
+        return sql.SQLITE if self.kind == "sqlite" else sql.POSTGRES
+
     async def load_v1(self) -> None:
         await self.run((FIXTURES / f"{self.kind}.sql").read_text(encoding="utf-8"))
+
+    async def load(self, version: int) -> None:
+        """The fixture's rows in a ledger of ``version`` (1 or 2), as the code of that version left it."""
+        await self.load_v1()
+        if version == 2:
+            statements = [sql.version_table(self.dialect), *MIGRATIONS[1].statements(self.dialect)]
+            stamps = ", ".join(f"({v}, {at})" for v, at in V2_STAMPS)
+            statements.append(f"INSERT INTO schema_version (version, applied_at) VALUES {stamps}")
+            await self.run(";\n".join(statements) + ";")
 
     async def indexes(self) -> set[str]:
         return {entry[1] for entry in await self.catalog() if entry[0] == "index"}
@@ -230,8 +250,15 @@ def _unsent(rows: Rows) -> list[OutboxMessage]:
     return [OutboxMessage(r[2], r[3], bytes(r[6]), r[4], r[1], r[5], id=r[0]) for r in out]
 
 
-def _without_versions(rows: Rows) -> Rows:
-    return {table: content for table, content in rows.items() if table != "schema_version"}
+def _assert_carried_over(before: Rows, after: Rows) -> None:
+    """Every row ``before`` held is still there, the old version stamps too, and migration 3's tables are empty."""
+    kept = {table: after[table] for table in before}
+    if "schema_version" in before:
+        assert [row[0] for row in kept["schema_version"]] == ALL_VERSIONS
+        kept["schema_version"] = kept["schema_version"][: len(before["schema_version"])]
+    assert kept == before
+    assert {table: after[table] for table in V3_TABLES} == {table: [] for table in V3_TABLES}
+    assert set(after) == set(before) | set(V3_TABLES) | {"schema_version"}
 
 
 # --- the schema itself -------------------------------------------------------------------
@@ -264,8 +291,8 @@ async def test_v1_ledger_is_upgraded_with_every_row_intact(stores: StoreFactory)
     led = await store.open()
     assert await led.schema_version() == SCHEMA_VERSION
     assert await store.versions() == ALL_VERSIONS
-    assert _without_versions(await store.rows()) == before
-    assert "jobs_live_owner" in await store.indexes()
+    _assert_carried_over(before, await store.rows())
+    assert {"jobs_live_owner", *V3_INDEXES} <= await store.indexes()
     await fresh.open()
     assert await store.catalog() == await fresh.catalog()  # upgraded and new ledgers have one schema
 
@@ -283,6 +310,54 @@ async def test_v1_ledger_is_upgraded_with_every_row_intact(stores: StoreFactory)
         ("v1-submitted", "other-replies", ""),
         ("v1-submitted", "replies", "corr-2"),
     ]
+
+
+async def test_v2_ledger_is_upgraded_to_3_with_every_row_intact(stores: StoreFactory) -> None:
+    """Opening a version-2 ledger runs migration 3 only, keeps every row and stamp, and matches a new ledger."""
+    store, fresh = stores(), stores()
+    await store.load(2)
+    before = await store.rows()
+    assert [row[0] for row in before["schema_version"]] == [1, 2] and not set(V3_TABLES) & set(before)
+
+    led = await store.open()
+    assert await led.schema_version() == SCHEMA_VERSION == 3
+    after = await store.rows()
+    _assert_carried_over(before, after)
+    assert after["schema_version"][:2] == [(v, at) for v, at in V2_STAMPS]
+    assert abs(after["schema_version"][2][1] - time.time()) < HOUR
+    assert await store.indexes() >= V3_INDEXES
+    await fresh.open()
+    assert await store.catalog() == await fresh.catalog()
+
+
+async def test_upgraded_ledger_records_notifications_and_budget_on_old_rows(stores: StoreFactory) -> None:
+    """An old job row moved after the upgrade records its notification and budget change in the new tables."""
+    store = stores()
+    await store.load(2)
+    led = await store.open()
+    owed = OwedNotification("v1-received", "webhooks", "hook-1", {"url": "https://example.test/h"}, "failed", {})
+    assert await led.transition(
+        "v1-received",
+        "old-host-101",
+        JobState.RECEIVED,
+        JobState.FAILED,
+        notifications=[owed],
+        budget=BudgetChange("2024-01-01", 0.5, limit=1.0),
+    )
+    [row] = await led.list_notifications()
+    assert (row.request_id, row.plugin, row.target_key, row.state) == ("v1-received", "webhooks", "hook-1", "pending")
+    assert await led.budget_day("2024-01-01") == (0.0, 0.5)
+
+
+async def test_migration_3_statements_are_idempotent(stores: StoreFactory) -> None:
+    """Running migration 3's statements again on a migrated ledger changes neither its schema nor its rows."""
+    store = stores()
+    await store.load_v1()
+    await (await store.open()).close()
+    rows, catalog = await store.rows(), await store.catalog()
+    await store.run(";\n".join(MIGRATIONS[2].statements(store.dialect)) + ";")
+    assert await store.catalog() == catalog
+    assert await store.rows() == rows
 
 
 async def test_upgraded_v1_ledger_serves_its_old_rows(stores: StoreFactory) -> None:
@@ -341,7 +416,8 @@ async def test_fresh_ledger_starts_at_the_latest_version(stores: StoreFactory) -
     led = await store.open()
     assert await led.schema_version() == SCHEMA_VERSION
     assert await store.versions() == ALL_VERSIONS
-    assert {"jobs_live", "jobs_live_owner", "outbox_pending"} <= await store.indexes()
+    assert {"jobs_live", "jobs_live_owner", "outbox_pending", *V3_INDEXES} <= await store.indexes()
+    assert {table: (await store.rows())[table] for table in V3_TABLES} == {table: [] for table in V3_TABLES}
     stamps = [row[1] for row in (await store.rows())["schema_version"]]
     assert all(abs(stamp - time.time()) < HOUR for stamp in stamps)
 
@@ -366,17 +442,18 @@ async def test_newer_ledger_is_refused_and_left_untouched(stores: StoreFactory) 
 
 
 # --- concurrency -------------------------------------------------------------------------
-async def test_concurrent_opens_of_a_v1_ledger_migrate_it_once(stores: StoreFactory) -> None:
-    """Several instances opening one version-1 ledger at once all succeed and it is migrated exactly once."""
+@pytest.mark.parametrize("version", [1, 2])
+async def test_concurrent_opens_of_an_old_ledger_migrate_it_once(stores: StoreFactory, version: int) -> None:
+    """Several instances opening one version-1 or version-2 ledger at once all succeed and it is migrated once."""
     store = stores()
-    await store.load_v1()
+    await store.load(version)
     before = await store.rows()
     ledgers = [store.ledger() for _ in range(6)]
     store.opened += ledgers
     await asyncio.gather(*(led.open() for led in ledgers))
     assert [await led.schema_version() for led in ledgers] == [SCHEMA_VERSION] * 6
     assert await store.versions() == ALL_VERSIONS
-    assert _without_versions(await store.rows()) == before
+    _assert_carried_over(before, await store.rows())
 
 
 async def test_concurrent_opens_of_a_new_sqlite_file(tmp_path: Path) -> None:
@@ -466,5 +543,18 @@ async def test_sqlite_owner_scans_use_the_new_index(tmp_path: Path) -> None:
         for statement, args in ((q.renew_leases, (1.0, "old-host-101")), (q.release, ("old-host-101",))):
             plan = store.explain(statement, args)
             assert any("jobs_live_owner" in step for step in plan), plan
+    finally:
+        await store.cleanup()
+
+
+async def test_sqlite_notification_claim_uses_the_new_indexes(tmp_path: Path) -> None:
+    """On SQLite the claim finds due rows by notifications_due and probes for older ones by notifications_order."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        await store.open()
+        text, args = nsql.claim(sql.SQLITE, "me", time.time() + HOUR, time.time(), 10, 2, [("p", "k")])
+        plan = store.explain(text, tuple(args))
+        assert any("notifications_due" in step for step in plan), plan
+        assert any("notifications_order" in step for step in plan), plan
     finally:
         await store.cleanup()

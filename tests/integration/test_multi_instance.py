@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import socket
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,12 +22,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from tests.conftest import DaemonProcess, Observer, until
+from tests.conftest import PG_URL, DaemonProcess, Observer
+from videoworker.testing.recorder import until
 from videoworker_devtools.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
 
-PG_URL = os.environ.get("VIDEOWORKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MODEL = "google/veo-3.1"
 LIVE = "state NOT IN ('done', 'failed', 'submit_unknown')"
 NODES = ("node-a", "node-b", "node-c")
@@ -64,23 +61,6 @@ async def _ready(*daemons: DaemonProcess, timeout: float = 30) -> None:
         return all(d.log.exists() and '"event": "ready"' in d.log.read_text() for d in daemons)
 
     await until(all_ready, timeout, "the daemons to be ready")
-
-
-@pytest.fixture
-async def pg_schema() -> AsyncIterator[tuple[asyncpg.Pool, str]]:
-    """A fresh schema in the test database (dropped afterwards), and a pool to inspect it."""
-    try:
-        conn = await asyncio.wait_for(asyncpg.connect(PG_URL), 5)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_URL} ({type(exc).__name__}: {exc})")
-    await conn.close()
-    schema = f"t_{uuid.uuid4().hex}"
-    pool = await asyncpg.create_pool(PG_URL, min_size=1, max_size=3)
-    try:
-        yield pool, schema
-    finally:
-        await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await pool.close()
 
 
 async def test_postgres_three_instances_adopt_a_killed_peer(

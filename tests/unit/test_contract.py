@@ -25,18 +25,23 @@ def old_build_event(
     job_id: str | None = None,
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The builder before the model existed (commit e40fc9b), kept as the oracle of the event's exact bytes."""
+    """The builder before the model existed (commit e40fc9b), kept as the oracle of the event's exact bytes.
+
+    Extended only by what the contract gained since, at the end of their objects:
+    ``outputs[i].url`` and ``cost`` (always present, null when unknown).
+    """
     return {
         "id": request_id,
         "status": status,
         "job_id": job_id,
         "generation_id": data.get("generation_id"),
         "model": model,
-        "outputs": data.get("outputs", []),
+        "outputs": [{**o, "url": o.get("url")} if isinstance(o, dict) else o for o in data.get("outputs", [])],
         "usage": data.get("usage"),
         "error": error,
         "metadata": metadata or {},
         "timestamps": data.get("timestamps", {}),
+        "cost": {"estimate_usd": None, "actual_usd": None, **(data.get("cost") or {})},
     }
 
 
@@ -95,6 +100,21 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
             },
             "metadata": {"z": 1, "a": 2},
             "job_id": "job-abc",
+        },
+    ),
+    "completed with a presigned url and a cost": (
+        "req-3",
+        "completed",
+        {
+            "model": "google/veo-3.1",
+            "data": {
+                "outputs": [output(0, url="https://bucket.example/req-3/0.mp4?X-Amz-Signature=abc")],
+                "usage": {"cost": 1.5},
+                "timestamps": dict(STAMPS),
+                "cost": {"estimate_usd": 2.0, "actual_usd": 1.5},
+            },
+            "metadata": None,
+            "job_id": "job-def",
         },
     ),
     "failed after completion": (
@@ -157,7 +177,8 @@ BROKEN: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "completed without outputs": ({}, {"outputs": []}),
     "completed with an error": ({"error": error_body("timeout", "late")}, {}),
     "output with a short sha256": ({}, {"outputs": [output(0, sha256="abc")]}),
-    "output with an unknown field": ({}, {"outputs": [output(0, url="https://x")]}),
+    "output with an unknown field": ({}, {"outputs": [output(0, colour="red")]}),
+    "negative cost": ({}, {"cost": {"estimate_usd": -1.0}}),
     "output without locations": ({}, {"outputs": [{k: v for k, v in output(0).items() if k != "locations"}]}),
     "index as a boolean": ({}, {"outputs": [output(0, index=True)]}),
     "bytes as a string": ({}, {"outputs": [output(0, bytes="1024")]}),
@@ -227,9 +248,16 @@ def test_schema_is_valid_draft_2020_12(which: str) -> None:
 
 
 def test_schema_command_prints_the_published_schemas() -> None:
-    """`videoworker schema` prints exactly what schemas() returns."""
-    from videoworker.cli.inspect import schema
+    """`videoworker schema` prints what schemas() returns for the plugins loaded here (their delivery options)."""
+    from videoworker.cli import main
+    from videoworker.config import load_settings
+    from videoworker.plugins.hooks import Hooks
+    from videoworker.plugins.manager import make_plugin_manager
 
-    result = CliRunner().invoke(schema, ["all"])
+    result = CliRunner().invoke(main, ["schema", "all"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == schemas()
+    settings = load_settings(None)
+    models = Hooks(make_plugin_manager(settings), settings).declared_models("videoworker_delivery_model")
+    assert json.loads(result.output) == schemas(models)
+    delivery = json.loads(result.output)["request"]["properties"]["delivery"]["anyOf"][0]["properties"]
+    assert set(delivery) == set(models)

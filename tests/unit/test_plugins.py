@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,18 @@ import pytest
 import structlog
 from pluggy import HookCaller
 from prometheus_client import REGISTRY
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from tests.helpers import make_output, make_request
 from videoworker import (
     Catalogue,
     ConfigError,
+    CostEstimate,
     InvalidRequest,
     JobEvent,
+    Notification,
+    NotifyError,
+    NotifyTarget,
     OutputFile,
     PluginError,
     Settings,
@@ -28,11 +35,13 @@ from videoworker import (
     VideoModel,
     VideoRequest,
     hookimpl,
+    plugin_settings,
 )
-from videoworker.config import load_settings
+from videoworker.config import describe, load_settings
 from videoworker.default_plugins import capabilities, local
 from videoworker.plugins.hooks import Hooks
 from videoworker.plugins.manager import ESSENTIAL_PLUGINS, describe_plugins, make_plugin_manager
+from videoworker.plugins.settings import secret_fields
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +51,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+#: Plugins other distributions installed here: switched off, so these tests see only the built-ins and their own.
+THIRD_PARTY = sorted(
+    p.name for p in metadata.entry_points(group="videoworker") if p.dist is None or p.dist.name != "videoworker"
+)
+
+
+def only_builtins(tmp_path: Path, **overrides: Any) -> Settings:
+    disabled = [*THIRD_PARTY, *overrides.pop("disabled_plugins", [])]
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "openrouter_api_key": "k", **overrides}
+    return load_settings(None, disabled_plugins=disabled, **values)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(None, data_dir=tmp_path / "data", openrouter_api_key="k")
+    return only_builtins(tmp_path)
 
 
 CATALOGUE = Catalogue({"acme/video-1": VideoModel(id="acme/video-1", supported_resolutions=["720p"])}, available=True)
@@ -96,7 +117,7 @@ def test_builtins_come_from_the_entry_point_group(settings: Settings) -> None:
 
 def test_disabling_local_works(tmp_path: Path) -> None:
     """A disabled plugin is not even imported into the manager."""
-    s = load_settings(None, data_dir=tmp_path, openrouter_api_key="k", disabled_plugins=["local"])
+    s = only_builtins(tmp_path, disabled_plugins=["local"])
     pm = make_plugin_manager(s)
     assert pm.get_plugin("local") is None
     assert pm.hook.videoworker_store_output.get_hookimpls() == []
@@ -189,7 +210,7 @@ def test_a_plugin_that_raises_on_import_is_named(settings: Settings, site: Path)
 def test_a_disabled_broken_plugin_is_not_loaded(tmp_path: Path, site: Path) -> None:
     """Disabling a plugin by name skips its import, so a broken one can be switched off."""
     install_fake_distribution(site, "vw-broken", "[videoworker]\nbroken = vwtest_missing_module\n")
-    s = load_settings(None, data_dir=tmp_path, openrouter_api_key="k", disabled_plugins=["broken"])
+    s = only_builtins(tmp_path, disabled_plugins=["broken"])
     assert make_plugin_manager(s).get_plugin("broken") is None
 
 
@@ -301,7 +322,7 @@ async def test_async_validators_are_awaited_and_can_refuse(settings: Settings) -
             if request.duration and request.duration > 8:
                 raise InvalidRequest("over budget", code="over_budget", field="duration")
 
-    hooks = Hooks(make_plugin_manager(settings, extra={"budget": Budget()}), settings)
+    hooks = Hooks(make_plugin_manager(settings, extra={"spend_guard": Budget()}), settings)
     await hooks.validate_request(make_request("cheap", duration=4), CATALOGUE)
     with pytest.raises(InvalidRequest) as info:
         await hooks.validate_request(make_request("dear", duration=10), CATALOGUE)
@@ -311,7 +332,7 @@ async def test_async_validators_are_awaited_and_can_refuse(settings: Settings) -
 
 async def test_tracing_logs_every_hook_call(tmp_path: Path) -> None:
     """With trace_plugins every call of every hook is logged with plugin, duration and outcome."""
-    s = load_settings(None, data_dir=tmp_path / "data", openrouter_api_key="k", trace_plugins=True)
+    s = only_builtins(tmp_path, trace_plugins=True)
     hooks = Hooks(make_plugin_manager(s, extra={"recorder": Recording()}), s)
     with structlog.testing.capture_logs() as logs:
         await hooks.startup()
@@ -320,13 +341,15 @@ async def test_tracing_logs_every_hook_call(tmp_path: Path) -> None:
         await hooks.job_event(event())
         await hooks.shutdown()
     traced = {(e["hook"], e["plugin"]) for e in logs if e["event"] == "hook call"}
+    called = {"videoworker_startup", "videoworker_validate_request", "videoworker_store_output"}
+    called |= {"videoworker_job_event", "videoworker_shutdown"}
     implemented = {
         (caller.name, impl.plugin_name)
         for caller in hooks.pm.hook.__dict__.values()
-        if isinstance(caller, HookCaller)
+        if isinstance(caller, HookCaller) and caller.name in called
         for impl in caller.get_hookimpls()
     }
-    assert traced == implemented  # every implementation of every hook, installed plugins included
+    assert traced == implemented  # every implementation of every hook called
     assert {("videoworker_job_event", "recorder"), ("videoworker_store_output", "local")} <= traced
     assert all(isinstance(e["ms"], float) and e["outcome"] == "ok" for e in logs if e["event"] == "hook call")
 
@@ -408,7 +431,7 @@ async def test_hook_videoworker_store_output(settings: Settings, tmp_path: Path)
 
 async def test_hook_videoworker_job_event(tmp_path: Path) -> None:
     """Observers are isolated: a failing or hanging one is counted and the others still run."""
-    s = load_settings(None, data_dir=tmp_path / "data", openrouter_api_key="k", observer_timeout=0.2)
+    s = only_builtins(tmp_path, observer_timeout=0.2)
     rec = Recording()
     cancelled = asyncio.Event()
 
@@ -488,3 +511,110 @@ async def test_hook_videoworker_shutdown(settings: Settings) -> None:
     await Hooks(pm, settings).shutdown()
     assert ("shutdown", None) in rec.calls
     assert closed == ["async"]
+
+
+# --- declarations, notifications and cost ----------------------------------------------------
+
+
+class ShopSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = "https://shop.example"
+    token: SecretStr | None = None
+
+
+class ShopDelivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folder: str = Field("inbox", pattern=r"^[a-z]+$")
+
+
+class Shop:
+    """A plugin declaring both models, owing notifications and delivering them."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Notification] = []
+
+    @hookimpl
+    def videoworker_settings_model(self) -> type[BaseModel]:
+        return ShopSettings
+
+    @hookimpl
+    def videoworker_delivery_model(self) -> type[BaseModel]:
+        return ShopDelivery
+
+    @hookimpl
+    def videoworker_notification_targets(self, event: JobEvent) -> list[NotifyTarget]:
+        return [NotifyTarget("shop:main", {"folder": event.delivery.get("shop", {}).get("folder", "inbox")})]
+
+    @hookimpl
+    async def videoworker_notify(self, notification: Notification, settings: Settings) -> None:
+        assert plugin_settings(settings, "shop", ShopSettings).url == "https://shop.example"
+        self.delivered.append(notification)
+
+
+def test_hook_videoworker_settings_model(tmp_path: Path) -> None:
+    """A declared section is validated at start naming `[plugins.<name>] <key>`, and its secrets are redacted."""
+    good = only_builtins(tmp_path, plugins={"shop": {"token": "tok-hunter2"}})
+    hooks = Hooks(make_plugin_manager(good, extra={"shop": Shop()}), good)
+    hooks.check_settings()
+    assert plugin_settings(good, "shop", ShopSettings).token == SecretStr("tok-hunter2")
+    shown = describe(good, {"shop": secret_fields(ShopSettings)})
+    assert shown["plugins"]["shop"]["token"] == "***" and "hunter2" not in json.dumps(shown)
+    bad = only_builtins(tmp_path, plugins={"shop": {"colour": "red"}})
+    with pytest.raises(ConfigError, match=r"^\[plugins\.shop\] colour: Extra inputs are not permitted$"):
+        Hooks(make_plugin_manager(bad, extra={"shop": Shop()}), bad).check_settings()
+
+
+def test_hook_videoworker_delivery_model(settings: Settings) -> None:
+    """Delivery options are checked against the plugin's model; unknown plugin names are refused."""
+    hooks = Hooks(make_plugin_manager(settings, extra={"shop": Shop()}), settings)
+    hooks.check_delivery(make_request(delivery={"shop": {"folder": "outbox"}, "local": {}}))
+    with pytest.raises(InvalidRequest) as bad:
+        hooks.check_delivery(make_request(delivery={"shop": {"folder": "../etc"}}))
+    assert bad.value.field == "delivery.shop.folder" and "delivery.shop.folder" in bad.value.message
+    with pytest.raises(InvalidRequest, match="no plugin named 'nosuch' is loaded"):
+        hooks.check_delivery(make_request(delivery={"nosuch": {}}))
+
+
+async def test_hook_videoworker_notification_targets(settings: Settings) -> None:
+    """Each notifier names its targets; a notifier that crashes there is counted and the others still count."""
+
+    class Broken:
+        @hookimpl
+        def videoworker_notification_targets(self) -> list[NotifyTarget]:
+            raise RuntimeError("bug")
+
+    hooks = Hooks(make_plugin_manager(settings, extra={"shop": Shop(), "broken": Broken()}), settings)
+    found = await hooks.notification_targets(JobEvent("completed", "r-1", {}, {"shop": {"folder": "x"}}))
+    assert found == [("shop", NotifyTarget("shop:main", {"folder": "x"}))]
+    assert hooks.plugin_errors == 1
+
+
+async def test_hook_videoworker_notify(settings: Settings) -> None:
+    """A notification goes to its own plugin only; one for a plugin that is not loaded is a retryable NotifyError."""
+    shop = Shop()
+    hooks = Hooks(make_plugin_manager(settings, extra={"shop": shop}), settings)
+    note = Notification("r-1:completed:shop:shop:main", event(), NotifyTarget("shop:main"), 1, 0.0)
+    await hooks.notify("shop", note)
+    assert shop.delivered == [note]
+    with pytest.raises(NotifyError) as gone:
+        await hooks.notify("elsewhere", note)
+    assert gone.value.retryable
+
+
+async def test_hook_videoworker_cost_estimate(settings: Settings) -> None:
+    """The largest estimate and the smallest daily limit win; an unknown price from any plugin is unknown."""
+
+    def guard(usd: float | None, limit: float | None) -> object:
+        class Guard:
+            @hookimpl
+            def videoworker_cost_estimate(self) -> CostEstimate:
+                return CostEstimate(usd, limit)
+
+        return Guard()
+
+    request = make_request()
+    hooks = Hooks(make_plugin_manager(settings, extra={"a": guard(1.0, 50.0), "b": guard(2.5, 20.0)}), settings)
+    assert await hooks.cost_estimate(request, CATALOGUE) == CostEstimate(2.5, 20.0)
+    hooks = Hooks(make_plugin_manager(settings, extra={"a": guard(1.0, None), "b": guard(None, 20.0)}), settings)
+    assert await hooks.cost_estimate(request, CATALOGUE) == CostEstimate(None, 20.0)
+    assert await Hooks(make_plugin_manager(settings), settings).cost_estimate(request, CATALOGUE) is None

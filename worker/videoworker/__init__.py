@@ -22,7 +22,14 @@ from videoworker.config import Settings
 from videoworker.contract.request import VideoRequest
 from videoworker.errors import ConfigError, InvalidRequest, NotifyError, PluginError, StorageError, WorkerError
 from videoworker.plugins.settings import delivery_options, plugin_settings
-from videoworker.plugins.types import JobEvent, Notification, NotifyTarget, OutputFile, StoredOutput
+from videoworker.plugins.types import (
+    CostEstimate,
+    JobEvent,
+    Notification,
+    NotifyTarget,
+    OutputFile,
+    StoredOutput,
+)
 from videoworker.provider.catalogue import Catalogue
 from videoworker.provider.models import VideoModel
 
@@ -34,6 +41,7 @@ hookimpl = pluggy.HookimplMarker("videoworker")
 __all__ = [
     "Catalogue",
     "ConfigError",
+    "CostEstimate",
     "InvalidRequest",
     "JobEvent",
     "Notification",

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -91,6 +92,12 @@ class Settings(BaseSettings):
     retry_backoff_base: float = Field(
         1.0, gt=0, description="scales every retry's backoff (first retries wait about this long), s"
     )
+
+    # --- notifications -------------------------------------------------------------------
+    notify_retry_hours: float = Field(24.0, gt=0, description="how long an undelivered notification is retried, h")
+    notify_timeout: float = Field(30.0, gt=0, description="longest one notification delivery may take, s")
+    notify_concurrency: int = Field(4, gt=0, description="deliveries in flight per notifier target")
+    notify_max_inflight: int = Field(256, gt=0, description="deliveries in flight per instance, all targets")
 
     # --- policy ------------------------------------------------------------------------
     resubmit_unknown: bool = Field(
@@ -222,31 +229,35 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def describe(settings: Settings) -> dict[str, Any]:
-    """The effective configuration with every secret redacted, for ``videoworker config``."""
+def describe(settings: Settings, secret_fields: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """The effective configuration with every secret redacted, for ``videoworker config``.
+
+    ``secret_fields``: per plugin, the section keys its settings model declares as secrets;
+    they are hidden on top of every key whose name looks secret.
+    """
     data = settings.model_dump(mode="json")
     data["amqp_url"] = redact_url(settings.amqp_url.get_secret_value())
     data["openrouter_api_key"] = "***" if settings.openrouter_api_key else None
     data["ledger_url"] = redact_url(settings.effective_ledger_url)
     data["dead_letter_queue"] = settings.dead_letter_queue
     data["data_dir"] = str(settings.data_dir)
-    data["plugins"] = {name: _redact_section(section) for name, section in settings.plugins.items()}
+    declared = secret_fields or {}
+    data["plugins"] = {name: _redact(section, declared.get(name, set())) for name, section in settings.plugins.items()}
     return data
 
 
 _SECRET_HINTS = ("secret", "token", "password", "key", "webhook", "credential")
 
 
-def _redact_section(section: dict[str, Any]) -> dict[str, Any]:
-    """Plugin settings as printable: values under secret-looking names, and URL passwords, hidden."""
-    shown: dict[str, Any] = {}
-    for name, value in section.items():
-        if any(hint in name.lower() for hint in _SECRET_HINTS):
-            shown[name] = "***"
-        elif isinstance(value, dict):
-            shown[name] = _redact_section(value)
-        elif isinstance(value, str) and "://" in value:
-            shown[name] = redact_url(value)
-        else:
-            shown[name] = value
-    return shown
+def _redact(value: Any, secrets: Collection[str] = ()) -> Any:
+    """Plugin settings as printable: declared secrets, values under secret-looking names, URL passwords, hidden."""
+    if isinstance(value, dict):
+        return {
+            name: "***" if name in secrets or any(h in name.lower() for h in _SECRET_HINTS) else _redact(item)
+            for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value

@@ -13,6 +13,7 @@
     ├── DownloadError          a video download was cut, too big, or not an MP4
     ├── StorageError           a storage plugin could not keep an output
     ├── NotifyError            a notifier could not deliver; retried later unless it says not to
+    ├── OverBudget             a reservation would pass the day's spending limit; the job is not submitted
     └── Unroutable             the broker returned a publish: no queue is bound to its routing key
 
 Messages never carry the API key or an ``Authorization`` header: only status codes,
@@ -111,6 +112,20 @@ class NotifyError(WorkerError):
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class OverBudget(WorkerError):
+    """Raised by the ledger when reserving ``amount`` would take ``day``'s spend past ``limit`` (nothing written)."""
+
+    def __init__(self, day: str, amount: float, committed: float, limit: float):
+        super().__init__(
+            f"the estimate ${amount:.4f} would take {day}'s spend (${committed:.4f} spent or reserved) "
+            f"past the daily limit of ${limit:.2f}"
+        )
+        self.day = day
+        self.amount = amount
+        self.committed = committed
+        self.limit = limit
 
 
 class Unroutable(WorkerError):

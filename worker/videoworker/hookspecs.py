@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from videoworker import (
         Catalogue,
+        CostEstimate,
         JobEvent,
         Notification,
         NotifyTarget,
@@ -84,6 +85,25 @@ def videoworker_validate_request(
     :raises videoworker.InvalidRequest: to refuse the request; it gets a failed event with the
         error's ``code`` and is dead-lettered, and later validators do not run. Any other
         exception is a plugin bug: the delivery is retried and finally dead-lettered by the broker.
+    """
+
+
+@hookspec
+def videoworker_cost_estimate(
+    request: VideoRequest, catalogue: Catalogue, settings: Settings
+) -> Awaitable[CostEstimate | None] | CostEstimate | None:
+    """Estimate what submitting ``request`` will cost, and name the daily limit it must fit. May be ``async def``.
+
+    Called just before each submit. The engine reserves the largest estimate any plugin
+    gives against the smallest daily limit, atomically with the ``submitting`` record, so
+    the limit holds across instances; it settles the reservation with the provider's real
+    cost when the job ends, and releases it when the provider certainly never took the
+    job. The built-in ``budget`` plugin implements it from ``[plugins.budget]``.
+
+    :param request: the request about to be submitted.
+    :param catalogue: the video models and their ``pricing_skus``.
+    :param settings: the daemon's settings.
+    :return: a :class:`videoworker.CostEstimate`, or None to say nothing.
     """
 
 
@@ -184,6 +204,7 @@ def videoworker_shutdown(settings: Settings) -> Awaitable[None] | None:
 __all__ = [
     "NAME",
     "hookspec",
+    "videoworker_cost_estimate",
     "videoworker_delivery_model",
     "videoworker_job_event",
     "videoworker_notification_targets",

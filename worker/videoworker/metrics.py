@@ -31,3 +31,23 @@ PLUGIN_ERRORS = Counter("videoworker_plugin_errors_total", "Plugin hook calls th
 STORAGE_RETRIES = Counter("videoworker_storage_retries_total", "Storage attempts that failed and were retried")
 BROKER_CONNECTED = Gauge("videoworker_broker_connected", "1 while the broker connection is up")
 COST = Counter("videoworker_cost_dollars_total", "Provider-reported cost of completed jobs", ["model"])
+NOTIFICATIONS = Counter(
+    "videoworker_notifications_total", "Notification delivery attempts by how they ended", ["plugin", "outcome"]
+)
+NOTIFICATIONS_PENDING = Gauge(
+    "videoworker_notifications_pending", "Notifications owed and not yet delivered", ["plugin"]
+)
+NOTIFY_LATENCY = Histogram(
+    "videoworker_notification_latency_seconds",
+    "From the status change to the notification's delivery",
+    ["plugin"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 21600, 86400),
+)
+SPEND = Counter(
+    "videoworker_spend_usd_total", "Spend settled against the budget (reported cost, else estimate)", ["model"]
+)
+BUDGET_RESERVED = Gauge("videoworker_budget_reserved_usd", "Today's (UTC) reservations of jobs not yet settled")
+BUDGET_REMAINING = Gauge("videoworker_budget_remaining_usd", "Today's (UTC) daily limit minus spend and reservations")
+BUDGET_UNKNOWN_PRICE = Counter(
+    "videoworker_budget_unknown_price_total", "Requests submitted whose price could not be estimated", ["model"]
+)

@@ -1,10 +1,11 @@
 """The running daemon: wires the parts together, starts them in order, and stops them cleanly.
 
-Start: plugins' startup, ledger, engine, adoption of unfinished jobs, outbox relay and
-lease renewal, broker, consumer. Stop (SIGTERM/SIGINT): intake closes, in-flight submits
-get ``shutdown_grace`` seconds, leases are released so a restart or a peer adopts the
-jobs at once, everything closes. Unfinished work stays in the ledger; unacked deliveries
-go back to the queue. No logic of its own lives here: see :mod:`videoworker.core`.
+Start: plugins' settings checked, plugins' startup, ledger, engine, adoption of
+unfinished jobs, outbox relay, lease renewal and notification delivery, broker,
+consumer. Stop (SIGTERM/SIGINT): intake closes, in-flight submits get
+``shutdown_grace`` seconds, leases are released so a restart or a peer adopts the jobs
+at once, everything closes. Unfinished work stays in the ledger; unacked deliveries go
+back to the queue. No logic of its own lives here: see :mod:`videoworker.core`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from videoworker.config import Settings, redact_url
 from videoworker.core.engine import Engine
 from videoworker.core.gate import IntakeGate
 from videoworker.core.intake import Intake
+from videoworker.core.notifier import Notifier
 from videoworker.core.ownership import Leases
 from videoworker.errors import ConfigError
 from videoworker.health import serve_health
@@ -56,6 +58,7 @@ class Daemon:
         if not self.pm.hook.videoworker_store_output.get_hookimpls():
             raise ConfigError("disabled_plugins: no storage plugin is left; enable `local` or install another")
         self.hooks = Hooks(self.pm, settings)
+        self.hooks.check_settings()
         self.ledger = open_ledger(settings.effective_ledger_url)
         self.client = OpenRouterClient(
             settings.openrouter_base_url,
@@ -71,11 +74,19 @@ class Daemon:
         self.broker = Broker(settings)
         self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id, settings.lease_seconds)
         self.gate = IntakeGate(settings.max_inflight, self.ledger, self._consume)
+        self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
+        self.notifier = Notifier(settings, self.ledger, self.hooks)
         self.engine = Engine(
-            settings, self.ledger, self.client, self.hooks, on_outbox=self.outbox.wake, on_load=self.gate.on_load
+            settings,
+            self.ledger,
+            self.client,
+            self.hooks,
+            on_outbox=self.outbox.wake,
+            on_notify=self.notifier.wake,
+            on_load=self.gate.on_load,
+            catalogue=self.catalogue,
         )
         self.leases = Leases(settings, self.ledger, self.engine)
-        self.catalogue = CatalogueCache(self.client, settings.models_cache_seconds)
         intake = Intake(
             settings, self.ledger, self.hooks, self.catalogue, self.engine, on_ledger_error=self.gate.ledger_down
         )
@@ -145,7 +156,11 @@ class Daemon:
     async def _serve(self) -> None:
         self.engine.start()
         await self.leases.adopt(at_start=True)
-        self._tasks = [asyncio.create_task(self.outbox.run()), asyncio.create_task(self.leases.run())]
+        self._tasks = [
+            asyncio.create_task(self.outbox.run()),
+            asyncio.create_task(self.leases.run()),
+            asyncio.create_task(self.notifier.run()),
+        ]
         await self.broker.connect()
         self.gate.live = True
         await self.gate.sync()

@@ -9,7 +9,7 @@ import sys
 import click
 
 from videoworker.cli.common import Ctx, fail
-from videoworker.config import describe
+from videoworker.config import Settings, describe
 from videoworker.errors import ConfigError, WorkerError
 from videoworker.logs import configure_logging
 
@@ -65,11 +65,25 @@ def check(obj: Ctx, port: int | None) -> None:
 @click.command("config")
 @click.pass_obj
 def show_config(obj: Ctx) -> None:
-    """Print the effective configuration as JSON, secrets redacted."""
+    """Print the effective configuration as JSON, secrets redacted (plugins' declared secrets too)."""
     try:
-        click.echo(json.dumps(describe(obj.settings()), indent=2, sort_keys=True))
+        settings = obj.settings()
+        click.echo(json.dumps(describe(settings, _declared_secrets(settings)), indent=2, sort_keys=True))
     except ConfigError as exc:
         fail(str(exc))
+
+
+def _declared_secrets(settings: Settings) -> dict[str, set[str]]:
+    """Each plugin's secret settings fields; none when plugins cannot load (names that look secret stay hidden)."""
+    from videoworker.plugins.hooks import Hooks
+    from videoworker.plugins.manager import make_plugin_manager
+    from videoworker.plugins.settings import secret_fields
+
+    try:
+        models = Hooks(make_plugin_manager(settings), settings).declared_models("videoworker_settings_model")
+    except WorkerError:
+        return {}
+    return {name: secret_fields(model) for name, model in models.items()}
 
 
 COMMANDS = (run, check, show_config)

@@ -70,6 +70,21 @@ class Output(_Closed):
     content_type: str = Field(description="Media type of the video, e.g. video/mp4.")
     bytes: int = Field(ge=0, description="Size of the video in bytes.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the video, lower-case hex.")
+    url: str | None = Field(
+        default=None,
+        description="A link the video can be fetched from (e.g. a presigned URL), when a storage plugin gave one.",
+    )
+
+
+class Cost(_Closed):
+    """What the job was expected to cost and what the provider says it cost, in USD."""
+
+    estimate_usd: float | None = Field(
+        default=None, ge=0, description="The estimate reserved against the budget before the submit (null: none)."
+    )
+    actual_usd: float | None = Field(
+        default=None, ge=0, description="The cost OpenRouter reported once the job ended there (null: not known)."
+    )
 
 
 class ResultEvent(_Closed):
@@ -114,6 +129,7 @@ class ResultEvent(_Closed):
         description="When the job was received, submitted, completed (at OpenRouter) and the final event "
         "delivered, as UTC ISO 8601 with milliseconds; a key appears once the step happened."
     )
+    cost: Cost = Field(default_factory=Cost, description="The job's estimated and actual cost.")
 
     @model_validator(mode="after")
     def _status_rules(self) -> Self:
@@ -161,6 +177,7 @@ def build_event(
             "error": error,
             "metadata": metadata or {},
             "timestamps": data.get("timestamps", {}),
+            "cost": data.get("cost") or {},
         }
     )
     return event.model_dump(mode="json")

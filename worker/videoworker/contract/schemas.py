@@ -10,8 +10,10 @@ the contract changes incompatibly.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from pydantic import BaseModel
 
 from videoworker.config import Settings
 from videoworker.contract.events import ResultEvent
@@ -92,13 +94,34 @@ REQUEST_RULES: list[dict[str, Any]] = [
 ]
 
 
-def request_schema() -> dict[str, Any]:
-    """The JSON Schema (Draft 2020-12) of a request body."""
+def request_schema(delivery: Mapping[str, type[BaseModel]] | None = None) -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12) of a request body.
+
+    ``delivery``: the loaded plugins' delivery-option models by plugin name; their schemas
+    describe ``delivery.<name>`` (the daemon also refuses names of plugins it has not loaded,
+    which a schema written without the deployment's plugin list cannot say).
+    """
     schema = VideoRequest.model_json_schema()
     for name, note in REQUEST_FIELD_NOTES.items():
         schema["properties"][name].setdefault("description", note)
     schema["allOf"] = copy.deepcopy(REQUEST_RULES)
+    if delivery is not None:
+        _describe_delivery(schema, delivery)
     return _published(schema, REQUEST_SCHEMA_ID, "VideoRequest", REQUEST_DESCRIPTION)
+
+
+def _describe_delivery(schema: dict[str, Any], models: Mapping[str, type[BaseModel]]) -> None:
+    properties: dict[str, Any] = {}
+    defs = schema.setdefault("$defs", {})
+    for name, model in sorted(models.items()):
+        part = model.model_json_schema(ref_template=f"#/$defs/delivery_{name}_{{model}}")
+        defs.update({f"delivery_{name}_{key}": value for key, value in part.pop("$defs", {}).items()})
+        properties[name] = part
+    field = schema["properties"]["delivery"]
+    field["anyOf"] = [
+        {"type": "object", "properties": properties, "additionalProperties": {"type": "object"}},
+        {"type": "null"},
+    ]
 
 
 def event_schema() -> dict[str, Any]:
@@ -107,9 +130,9 @@ def event_schema() -> dict[str, Any]:
     return _published(schema, EVENT_SCHEMA_ID, "ResultEvent", EVENT_DESCRIPTION)
 
 
-def schemas() -> dict[str, dict[str, Any]]:
+def schemas(delivery: Mapping[str, type[BaseModel]] | None = None) -> dict[str, dict[str, Any]]:
     """Both published schemas, by message: ``request`` and ``event`` (fresh dicts on every call)."""
-    return {"request": request_schema(), "event": event_schema()}
+    return {"request": request_schema(delivery), "event": event_schema()}
 
 
 def _published(schema: dict[str, Any], schema_id: str, title: str, description: str) -> dict[str, Any]:

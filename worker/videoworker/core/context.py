@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from videoworker.config import Settings
 from videoworker.core.jobs import Job
+from videoworker.core.outcomes import Move
 from videoworker.core.ports import Provider
 from videoworker.core.schedule import PollPlanner, backoff
-from videoworker.core.states import JobState
 from videoworker.core.workdir import Workdir
 from videoworker.plugins.hooks import Hooks
+from videoworker.provider.catalogue import Catalogue
 
 
 @dataclass
@@ -27,9 +28,14 @@ class StepContext:
     hooks: Hooks
     planner: PollPlanner
     workdir: Workdir
-    #: Record ``state`` (with the attempt number) *before* a side effect that must never be
-    #: repeated blindly, i.e. ``submitting`` before the POST. False: the job is not ours any more.
-    intend: Callable[[Job, JobState, int], Awaitable[bool]]
+    #: Record a move *before* a side effect that must never be repeated blindly, i.e.
+    #: ``submitting`` (with its budget reservation) before the POST. False: the job is not ours
+    #: any more; raises :class:`~videoworker.errors.OverBudget` when the reservation does not fit.
+    intend: Callable[[Job, Move], Awaitable[bool]]
+    #: The provider's video models (cached), for cost estimates.
+    catalogue: Callable[[], Awaitable[Catalogue]]
+    #: The daily spending limit the last estimate named (for the budget gauges).
+    daily_limit: float | None = None
 
     def retry_in(self, attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
         """Seconds before retry ``attempt``: full-jitter backoff scaled by ``retry_backoff_base``."""

@@ -17,6 +17,7 @@ POINTS = frozenset(
         "after_download",  # output downloaded, not yet stored
         "after_store",  # outputs stored, final event not yet recorded
         "after_publish",  # event published, not yet marked sent
+        "after_notify",  # notification delivered, not yet marked delivered
     }
 )
 _spec = os.environ.get("VIDEOWORKER_CRASHPOINT", "")

@@ -29,6 +29,7 @@ from videoworker.core.steps import STEPS, StepFunction
 from videoworker.core.workdir import Workdir
 from videoworker.ledger.base import JobRecord, Ledger, ReplyTarget
 from videoworker.plugins.hooks import Hooks
+from videoworker.provider.catalogue import Catalogue, CatalogueCache
 
 log = structlog.get_logger("videoworker.engine")
 
@@ -46,13 +47,15 @@ class Engine:
         hooks: Hooks,
         *,
         on_outbox: Callable[[], None] = lambda: None,
+        on_notify: Callable[[], None] = lambda: None,
         on_load: Callable[[int], None] = lambda n: None,
+        catalogue: CatalogueCache | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.jobs = JobTable(on_load)
         self.timers = Timers()
-        self.recorder = Recorder(settings, ledger, hooks, on_outbox=on_outbox)
+        self.recorder = Recorder(settings, ledger, hooks, on_outbox=on_outbox, on_notify=on_notify)
         self.ctx = StepContext(
             settings,
             provider,
@@ -60,6 +63,7 @@ class Engine:
             PollPlanner(settings.poll_interval, settings.poll_max_interval),
             Workdir(settings.data_dir / "tmp"),
             intend=self.recorder.intend,
+            catalogue=catalogue.get if catalogue is not None else _no_catalogue,
         )
         self._queues: dict[Step, asyncio.Queue[str]] = {step: asyncio.Queue() for step in Step}
         self._tasks: list[asyncio.Task[None]] = []
@@ -208,6 +212,10 @@ class Engine:
         log.info("job finished", status=status, code=code or None)
         self.ctx.workdir.clear(job.id)
         self.jobs.drop(job.id)
+
+
+async def _no_catalogue() -> Catalogue:
+    return Catalogue()
 
 
 async def _persist(write: Callable[[], Awaitable[bool]]) -> bool:

@@ -119,6 +119,7 @@ class Intake:
             max_prompt_chars=s.max_prompt_chars,
             max_metadata_bytes=s.max_metadata_bytes,
         )
+        self.hooks.check_delivery(request)
         await self.hooks.validate_request(request, await self.catalogue.get())
         return request
 

@@ -13,13 +13,15 @@ from typing import Any
 
 from videoworker.contract.events import error_body
 from videoworker.core.states import JobState
+from videoworker.ledger.base import BudgetChange
 
 
 @dataclass(frozen=True, slots=True)
 class Move:
     """Record the move to ``to`` (with its event), then run the new state's step ``after`` seconds later.
 
-    ``data`` replaces the job's data when given; ``error`` is the body of a final failure.
+    ``data`` replaces the job's data when given; ``error`` is the body of a final failure;
+    ``budget`` changes the day's spend in the same transaction (reserve, settle, release).
     """
 
     to: JobState
@@ -28,6 +30,7 @@ class Move:
     attempts: int | None = None
     after: float = 0.0
     error: dict[str, Any] | None = None
+    budget: BudgetChange | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import structlog
 
 from videoworker.config import Settings
+from videoworker.core import budget
 from videoworker.core.engine import Engine
 from videoworker.ledger.base import Ledger
 
@@ -44,6 +45,7 @@ class Leases:
             try:
                 await self.ledger.renew_leases(self.me, self._until())
                 await self.adopt()
+                await budget.refresh_gauges(self.ledger, self.engine.ctx.daily_limit)
             except Exception as exc:  # noqa: BLE001 - the ledger may be briefly unavailable
                 log.error("lease renewal failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -1,14 +1,16 @@
-"""Recording a move: the ledger's compare-and-set, the event it owes, and the observers that hear of it.
+"""Recording a move: the ledger's compare-and-set, the event it owes, and who hears of it.
 
 The event a state owes (:func:`videoworker.core.states.event_for`) is written to the
-outbox in the same transaction as the move, so a crash can delay an event but never
-lose it. A final event is also owed to every ``reply_to`` the id was seen with, and is
-kept in the job's data to answer later duplicates from the ledger.
+outbox in the same transaction as the move, with one row per notifier target owed it,
+so a crash can delay an event or a notification but never lose it. A final event is
+also owed to every ``reply_to`` the id was seen with, and is kept in the job's data to
+answer later duplicates from the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +19,11 @@ import structlog
 from videoworker import metrics
 from videoworker.config import Settings
 from videoworker.contract.events import build_event, encode, iso, message_id, routing_key
+from videoworker.core.budget import settle
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Move
-from videoworker.core.states import JobState, event_for
-from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
+from videoworker.core.states import event_for
+from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, OwedNotification, ReplyTarget
 from videoworker.plugins.hooks import Hooks
 from videoworker.plugins.types import JobEvent
 
@@ -30,17 +33,27 @@ log = structlog.get_logger("videoworker.recorder")
 class Recorder:
     """Writes moves for one instance (``settings.instance_id``) and tells the outbox and observers."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, hooks: Hooks, *, on_outbox: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        hooks: Hooks,
+        *,
+        on_outbox: Callable[[], None],
+        on_notify: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.hooks = hooks
         self.me = settings.instance_id
         self._on_outbox = on_outbox
+        self._on_notify = on_notify
         self._observers: set[asyncio.Task[None]] = set()
 
-    async def intend(self, job: Job, state: JobState, attempts: int) -> bool:
-        """Record ``state`` before a side effect (no event); False if the job is no longer ours."""
-        return await self.move(job, Move(state, attempts=attempts))
+    async def intend(self, job: Job, move: Move) -> bool:
+        """Record ``move`` before a side effect (a state without an event); False if the job is no longer ours."""
+        assert event_for(move.to) is None, "a write-ahead record owes no event"
+        return await self.move(job, move)
 
     async def move(self, job: Job, move: Move) -> bool:
         """Compare-and-set ``job`` into ``move.to`` with its event; False (nothing written) if it is not ours."""
@@ -48,14 +61,19 @@ class Recorder:
         status = event_for(move.to)
         event: dict[str, Any] | None = None
         reply: bytes | None = None
+        budget = move.budget
         if move.to.terminal:
             data = dict(job.record.data if data is None else data)
+            if budget is None:  # whatever reservation is still open becomes spend
+                data, budget = settle(data, job.request.model)
             data["timestamps"] = {**data.get("timestamps", {}), "delivered": iso()}
             event = data["final"] = self._event(job, move, status or "failed", data)
             reply = encode(event)
         elif status is not None:
             event = self._event(job, move, status, job.record.data if data is None else data)
         outbox = [self._outbox(job.id, event, reply)] if event is not None else []
+        job_event = self._job_event(job, event) if event is not None else None
+        owed = await self._owed(job_event) if job_event is not None else []
         moved = await self.ledger.transition(
             job.id,
             self.me,
@@ -67,12 +85,14 @@ class Recorder:
             outbox=outbox,
             reply_body=reply,
             reply_message_id=message_id(job.id, status) if reply is not None and status else None,
+            notifications=owed,
+            budget=budget,
         )
         if not moved:
             return False
         _apply(job.record, move, data)
-        if event is not None:
-            self._announce(job, event)
+        if job_event is not None:
+            self._announce(job_event, bool(owed))
         return True
 
     async def answer_duplicate(self, record: JobRecord, reply: ReplyTarget | None) -> None:
@@ -115,11 +135,29 @@ class Recorder:
             request_id,
         )
 
-    def _announce(self, job: Job, event: dict[str, Any]) -> None:
-        """Wake the outbox relay and start the observers, which run on their own and never block the job."""
+    @staticmethod
+    def _job_event(job: Job, event: dict[str, Any]) -> JobEvent:
+        return JobEvent(event["status"], job.id, event, job.request.delivery or {}, job.request.prompt)
+
+    async def _owed(self, event: JobEvent) -> list[OwedNotification]:
+        """One ledger row per notifier target owed ``event``, to record with the move."""
+        targets = await self.hooks.notification_targets(event)
+        if not targets:
+            return []
+        now = time.time()
+        body = {"payload": event.payload, "delivery": event.delivery, "prompt": event.prompt}
+        deadline = now + self.settings.notify_retry_hours * 3600
+        return [
+            OwedNotification(event.request_id, plugin, t.key, t.data, event.status, body, now, deadline, now)
+            for plugin, t in targets
+        ]
+
+    def _announce(self, event: JobEvent, owed: bool) -> None:
+        """Wake the outbox relay (and the notifier) and start the observers, which never block the job."""
         self._on_outbox()
-        job_event = JobEvent(event["status"], job.id, event, job.request.delivery or {})
-        task = asyncio.create_task(self.hooks.job_event(job_event))
+        if owed:
+            self._on_notify()
+        task = asyncio.create_task(self.hooks.job_event(event))
         self._observers.add(task)
         task.add_done_callback(self._observers.discard)
 

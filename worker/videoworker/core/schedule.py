@@ -9,7 +9,6 @@ jitter so jobs submitted together do not poll together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import random
@@ -45,8 +44,7 @@ class Timers:
             else:
                 wait = None
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
+            await wait_or_time_out(self._changed, wait)
 
 
 class PollPlanner:
@@ -87,3 +85,18 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Full-jitter exponential backoff (AWS): uniform in [base/2, min(cap, base·2^attempt)]."""
     ceiling = min(cap, base * 2 ** min(max(0, attempt), 32))
     return random.uniform(min(base / 2, ceiling), ceiling)
+
+
+async def wait_or_time_out(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds (None: for ever); True if it was set.
+
+    ``asyncio.timeout``, not ``wait_for``: in Python 3.11 ``wait_for`` can swallow a
+    cancellation that arrives just as the event is set, and the cancelled loop then runs on
+    (a stop that never finishes: seen in the notification loop).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -56,6 +56,52 @@ class OutboxMessage:
 
 
 @dataclass
+class OwedNotification:
+    """A notification owed to one notifier plugin's target: recorded with the state change, delivered later.
+
+    ``event`` holds what the plugin sees as the :class:`~videoworker.JobEvent` (``payload``,
+    ``delivery``, ``prompt``). ``state`` is ``pending`` (due at ``next_at``), ``delivered`` or
+    ``dead`` (given up; replayable). Retried until ``deadline``.
+    """
+
+    request_id: str
+    plugin: str
+    target_key: str
+    target: dict[str, Any]
+    status: str
+    event: dict[str, Any]
+    created_at: float = 0.0
+    deadline: float = 0.0
+    next_at: float = 0.0
+    attempts: int = 0
+    state: str = "pending"
+    last_error: str | None = None
+    delivered_at: float | None = None
+    id: int | None = None
+
+    @property
+    def stable_id(self) -> str:
+        """The same for every attempt and replay of this delivery: receivers drop repeats by it."""
+        return f"{self.request_id}:{self.status}:{self.plugin}:{self.target_key}"
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    """A change to one UTC day's spend, applied in the same transaction as a move.
+
+    Before a submit: ``reserved=+estimate`` with the day's ``limit``; the ledger raises
+    :class:`~videoworker.errors.OverBudget`, writing nothing, when ``spent + reserved`` would
+    pass it. After: ``reserved=-estimate`` with ``spent=+actual`` (settled), or ``spent=0``
+    (released: the provider certainly never took the job).
+    """
+
+    day: str
+    reserved: float
+    spent: float = 0.0
+    limit: float | None = None
+
+
+@dataclass
 class ClaimResult:
     """What :meth:`Ledger.claim` found: ``created`` is False for a duplicate id."""
 
@@ -98,13 +144,18 @@ class Ledger(abc.ABC):
         outbox: Sequence[OutboxMessage] = (),
         reply_body: bytes | None = None,
         reply_message_id: str | None = None,
+        notifications: Sequence[OwedNotification] = (),
+        budget: BudgetChange | None = None,
     ) -> bool:
         """Move one row from ``expect`` to ``new`` if ``owner`` still holds it, atomically.
 
-        ``outbox`` messages are recorded in the same transaction; ``reply_body`` is
-        recorded once per reply target of the id (the final event to each ``reply_to``).
-        Returns False, changing nothing, when the row is in another state or owned by
-        another instance.
+        ``outbox`` messages and ``notifications`` are recorded in the same transaction (a
+        notification already recorded for the same request, status, plugin and target is
+        kept, not duplicated); ``reply_body`` is recorded once per reply target of the id
+        (the final event to each ``reply_to``); ``budget`` changes the day's spend. Returns
+        False, changing nothing, when the row is in another state or owned by another
+        instance; raises :class:`~videoworker.errors.OverBudget`, changing nothing, when a
+        reservation would pass its limit.
         """
 
     @abc.abstractmethod
@@ -123,16 +174,17 @@ class Ledger(abc.ABC):
     async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
         """Take unfinished rows nobody holds: expired leases, released rows, ``dead_owners``'s rows.
 
-        Also frees the outbox messages ``dead_owners`` had leased, for any relay to publish.
+        Also frees the outbox messages and notifications ``dead_owners`` had leased, for
+        anyone to deliver.
         """
 
     @abc.abstractmethod
     async def live_owners(self) -> list[str]:
-        """Owners that hold unfinished rows or unsent outbox messages (to find dead processes on this host)."""
+        """Owners holding unfinished rows, unsent outbox messages or pending notifications (to find dead processes)."""
 
     @abc.abstractmethod
     async def release(self, owner: str) -> int:
-        """Give up every lease ``owner`` holds, so a restart or a peer adopts the rows at once."""
+        """Give up every lease ``owner`` holds (jobs, pending notifications): a restart or a peer takes them at once."""
 
     @abc.abstractmethod
     async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
@@ -145,6 +197,56 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
         """Rows per state, plus ``outbox_pending``: for metrics, health and tests."""
+
+    # --- notifications ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim_notifications(
+        self, owner: str, until: float, limit: int, *, per_target: int, busy: Iterable[tuple[str, str]] = ()
+    ) -> list[OwedNotification]:
+        """Lease up to ``limit`` pending notifications that are due, oldest first.
+
+        Only the oldest pending notification of each (request, plugin, target) is eligible, so
+        a request's notifications reach a target in order; at most ``per_target`` rows per
+        (plugin, target key), and none for the pairs in ``busy`` (targets already at their
+        concurrency limit here), so one slow receiver cannot fill a batch.
+        """
+
+    @abc.abstractmethod
+    async def settle_notification(
+        self,
+        notification_id: int,
+        owner: str,
+        *,
+        state: str,
+        attempts: int,
+        next_at: float = 0.0,
+        error: str | None = None,
+    ) -> bool:
+        """Record a delivery attempt's end if ``owner`` still holds the lease.
+
+        ``state`` is ``delivered``, ``pending`` (retry at ``next_at``) or ``dead``. The lease is
+        released either way. Returns False, changing nothing, when the lease was lost.
+        """
+
+    @abc.abstractmethod
+    async def list_notifications(
+        self, *, state: str | None = None, request_id: str | None = None, limit: int = 100
+    ) -> list[OwedNotification]:
+        """Notifications, newest first, filtered by state and request id: for the CLI and tests."""
+
+    @abc.abstractmethod
+    async def replay_notifications(self, ids: Sequence[int] | None, *, deadline: float) -> int:
+        """Make dead notifications pending again (``ids``, or every dead one when None): due now, retried until
+        ``deadline``; returns how many."""
+
+    @abc.abstractmethod
+    async def notification_counts(self) -> dict[str, dict[str, int]]:
+        """Notifications per plugin and state: for metrics."""
+
+    # --- budget ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def budget_day(self, day: str) -> tuple[float, float]:
+        """``(spent, reserved)`` of one UTC day (``YYYY-MM-DD``), zeros if nothing was spent."""
 
     @abc.abstractmethod
     async def schema_version(self) -> int:

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 
 from videoworker.errors import ConfigError
+from videoworker.ledger import notifications_sql as nsql
 from videoworker.ledger import sql
 from videoworker.ledger.base import now
 from videoworker.ledger.pgtypes import Queries
@@ -64,6 +65,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, reply_targets and outbox: the schema from before versioning", sql.schema_v1),
     # IF NOT EXISTS: PostgreSQL's version 1 already has this index
     Migration(2, "jobs_live_owner: an index for one owner's live rows", lambda d: [sql.live_owner_index()]),
+    Migration(3, "notifications and budget_days: owed notifier deliveries and each day's spend", nsql.schema_v3),
 )
 
 #: The version this code creates and understands.

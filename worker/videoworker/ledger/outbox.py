@@ -9,7 +9,6 @@ republishes the message: events are at least once, and each carries a stable
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Protocol
 
@@ -17,7 +16,7 @@ import structlog
 
 from videoworker import metrics
 from videoworker.core.crashpoints import crashpoint
-from videoworker.core.schedule import backoff
+from videoworker.core.schedule import backoff, wait_or_time_out
 from videoworker.errors import Unroutable
 from videoworker.ledger.base import Ledger, OutboxMessage
 
@@ -67,8 +66,7 @@ class OutboxRelay:
                     await asyncio.sleep(delay)
                     continue
             if sent < _BATCH:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), _IDLE)
+                await wait_or_time_out(self._wake, _IDLE)
 
     async def flush(self) -> int:
         """Publish one batch; return how many were confirmed."""

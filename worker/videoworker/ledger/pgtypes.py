@@ -6,6 +6,7 @@ can take a connection without importing asyncpg.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ class Queries(Protocol):
     """What ``asyncpg.Connection`` and ``asyncpg.Pool`` share."""
 
     async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def executemany(self, command: str, args: Iterable[Sequence[Any]]) -> None: ...
 
     async def fetch(self, query: str, *args: Any) -> list[Row]: ...
 

@@ -32,26 +32,22 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 from videoworker.core.states import JobState
 from videoworker.ledger import migrations, sql
+from videoworker.ledger import postgres_extras as extras
 from videoworker.ledger.base import (
+    BudgetChange,
     ClaimResult,
     JobRecord,
-    Ledger,
     OutboxMessage,
+    OwedNotification,
     ReplyTarget,
     now,
     validate_move,
 )
-from videoworker.ledger.pgtypes import Connection, Pool, Queries
+from videoworker.ledger.pgtypes import Connection, Pool
 
 _SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation and migration
 _Q = sql.common(sql.POSTGRES)
 _CLAIM = sql.claim_insert(sql.POSTGRES) + " ON CONFLICT (request_id) DO NOTHING RETURNING true"
-
-_INSERT_OUTBOX = (
-    sql.OUTBOX_INSERT + " SELECT r, e, k, m, c, b, $7"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
-    " WITH ORDINALITY AS u (r, e, k, m, c, b, n) ORDER BY n"
-)
 
 # One final event per reply target. A statement of its own, run after the UPDATE of the
 # job row: see the race note in PostgresLedger.transition.
@@ -61,8 +57,10 @@ _INSERT_REPLIES = (
 )
 
 
-class PostgresLedger(Ledger):
+class PostgresLedger(extras.PostgresExtras):
     """The several-hosts backend (``postgresql://user@host/db``), on an asyncpg pool.
+
+    Notifications and the daily budget are in :mod:`videoworker.ledger.postgres_extras`.
 
     ``schema`` puts the tables in that schema (created if missing) instead of the
     connection's default ``search_path``: for tests, or several deployments in one database.
@@ -164,24 +162,37 @@ class PostgresLedger(Ledger):
         outbox: Sequence[OutboxMessage] = (),
         reply_body: bytes | None = None,
         reply_message_id: str | None = None,
+        notifications: Sequence[OwedNotification] = (),
+        budget: BudgetChange | None = None,
     ) -> bool:
-        """Compare-and-set one row and record its messages in the same transaction.
+        """Compare-and-set one row and record its messages and notifications in the same transaction.
 
         The reply targets are read by a statement *after* the UPDATE, never within it: the
         UPDATE may have waited for a duplicate :meth:`claim` holding the row lock, and under
         ``READ COMMITTED`` only a new statement sees the target that claim committed.
+
+        With a ``budget``, the job row is locked and checked first, then the budget changed,
+        before any other write: a lost compare-and-set writes nothing, and OverBudget rolls
+        the transaction back (:func:`~videoworker.ledger.postgres_extras.apply_budget`).
         """
         validate_move(expect, new)
         update, args = sql.transition_update(
             sql.POSTGRES, request_id, owner, expect, new, job_id=job_id, attempts=attempts, data=data, at=now()
         )
         async with self._tx() as conn:
+            if budget is not None:
+                if not await extras.lock_move(conn, request_id, expect.value, owner):
+                    return False
+                await extras.apply_budget(conn, budget)
             moved = await conn.fetchval(update + " RETURNING true", *args)
             if moved is None:
+                if budget is not None:  # locked above: cannot happen; roll the budget back with everything
+                    raise RuntimeError(f"job {request_id!r} changed under its row lock")
                 return False
-            await _insert_outbox(conn, outbox)
+            await extras.insert_outbox(conn, outbox)
             if reply_body is not None:
                 await conn.execute(_INSERT_REPLIES, request_id, reply_message_id or request_id, reply_body, now())
+            await extras.insert_notifications(conn, notifications)
         return True
 
     async def get(self, request_id: str) -> JobRecord | None:
@@ -191,12 +202,12 @@ class PostgresLedger(Ledger):
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
         """Record messages without a state change, in one statement."""
-        await _insert_outbox(self._require(), messages)
+        await extras.insert_outbox(self._require(), messages)
 
     async def renew_leases(self, owner: str, until: float) -> int:
         """Extend all of ``owner``'s unfinished rows in one UPDATE; returns how many."""
         status = await self._require().execute(_Q.renew_leases, float(until), owner)
-        return _affected(status)
+        return extras.affected(status)
 
     async def adopt(self, owner: str, until: float, dead_owners: Iterable[str], limit: int) -> list[JobRecord]:
         """Take up to ``limit`` free unfinished rows in one statement.
@@ -206,10 +217,11 @@ class PostgresLedger(Ledger):
         """
         dead = list(dead_owners)
         if dead:
-            # a dead owner's leased, unsent events are free too, not only its jobs
+            # a dead owner's leased, unsent events and notifications are free too, not only its jobs
             await self._require().execute(
                 "UPDATE outbox SET lease_until = 0 WHERE sent_at IS NULL AND lease_owner = ANY($1::text[])", dead
             )
+            await extras.free_notifications(self._require(), dead)
         rows = await self._require().fetch(
             "WITH picked AS ("
             f" SELECT request_id FROM jobs WHERE {sql.LIVE}"
@@ -221,7 +233,7 @@ class PostgresLedger(Ledger):
             float(until),
             now(),
             dead,
-            _limit(limit),
+            extras.limit_or_none(limit),
         )
         return [sql.job_record(r) for r in rows]
 
@@ -231,9 +243,10 @@ class PostgresLedger(Ledger):
         return [r[0] for r in rows]
 
     async def release(self, owner: str) -> int:
-        """Expire ``owner``'s leases now (owner kept), so anyone may adopt the rows."""
+        """Expire ``owner``'s job leases now (owner kept) and free its notifications, so anyone may take them."""
+        await self._require().execute(_Q.release_notifications, owner)
         status = await self._require().execute(_Q.release, owner)
-        return _affected(status)
+        return extras.affected(status)
 
     async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
         """Lease the oldest unsent messages that are free, expired or already ours.
@@ -251,7 +264,7 @@ class PostgresLedger(Ledger):
             owner,
             float(until),
             now(),
-            _limit(limit),
+            extras.limit_or_none(limit),
         )
         messages = [sql.outbox_message(r) for r in rows]
         messages.sort(key=lambda m: m.id or 0)  # RETURNING has no order of its own
@@ -283,29 +296,3 @@ class PostgresLedger(Ledger):
 def _ident(name: str) -> str:
     """Quote an SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def _affected(status: str) -> int:
-    """Row count from a command tag such as ``UPDATE 3``."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
-def _limit(limit: int) -> int | None:
-    """SQLite treats a negative LIMIT as none; PostgreSQL rejects it, so pass NULL (no limit)."""
-    return limit if limit >= 0 else None
-
-
-async def _insert_outbox(conn: Queries, messages: Sequence[OutboxMessage]) -> None:
-    """Insert ``messages`` in order (ascending ids) with one statement."""
-    if not messages:
-        return
-    await conn.execute(
-        _INSERT_OUTBOX,
-        [m.request_id for m in messages],
-        [m.exchange for m in messages],
-        [m.routing_key for m in messages],
-        [m.message_id for m in messages],
-        [m.correlation_id for m in messages],
-        [m.body for m in messages],
-        now(),
-    )

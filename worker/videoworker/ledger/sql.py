@@ -39,6 +39,12 @@ class Dialect:
     numbered: bool
     #: PostgreSQL's schema had the owner index before versioning; SQLite's gets it from migration 2.
     owner_index_in_v1: bool
+    #: The larger of two values (SQLite's two-argument ``MAX`` is a scalar function, not the aggregate).
+    greatest: str
+    #: One array parameter stands for a list of values (``= ANY(?)``); otherwise one placeholder per value.
+    arrays: bool
+    #: Row locks (``FOR UPDATE``, ``SKIP LOCKED``); without them the single writer's transaction serialises.
+    row_locks: bool
 
     def q(self, text: str) -> str:
         """``text`` with its ``?`` placeholders in this dialect's style (no ``?`` may appear in literals)."""
@@ -55,6 +61,9 @@ SQLITE = Dialect(
     serial_key="INTEGER PRIMARY KEY AUTOINCREMENT",
     numbered=False,
     owner_index_in_v1=False,
+    greatest="MAX",
+    arrays=False,
+    row_locks=False,
 )
 POSTGRES = Dialect(
     "postgresql",
@@ -63,6 +72,9 @@ POSTGRES = Dialect(
     serial_key="BIGSERIAL PRIMARY KEY",
     numbered=True,
     owner_index_in_v1=True,
+    greatest="GREATEST",
+    arrays=True,
+    row_locks=True,
 )
 
 TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(state.value for state in TERMINAL))
@@ -153,6 +165,7 @@ class Common:
     get: str
     renew_leases: str
     release: str
+    release_notifications: str
     live_owners: str
     count_states: str
     count_pending: str
@@ -163,9 +176,13 @@ def common(d: Dialect) -> Common:
         get=d.q(f"SELECT {JOBS_SELECT} FROM jobs WHERE request_id = ?"),
         renew_leases=d.q(f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND {LIVE}"),
         release=d.q(f"UPDATE jobs SET lease_until = 0 WHERE owner = ? AND {LIVE}"),
+        release_notifications=d.q(
+            "UPDATE notifications SET lease_owner = NULL, lease_until = 0 WHERE state = 'pending' AND lease_owner = ?"
+        ),
         live_owners=(
             f"SELECT DISTINCT owner FROM jobs WHERE {LIVE} AND owner IS NOT NULL"
             " UNION SELECT DISTINCT lease_owner FROM outbox WHERE sent_at IS NULL AND lease_owner IS NOT NULL"
+            " UNION SELECT DISTINCT lease_owner FROM notifications WHERE state = 'pending' AND lease_owner IS NOT NULL"
         ),
         count_states="SELECT state, COUNT(*) FROM jobs GROUP BY state",
         count_pending="SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL",

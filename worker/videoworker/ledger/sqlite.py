@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 
 from videoworker.core.states import JobState
 from videoworker.ledger import migrations, sql
+from videoworker.ledger import sqlite_extras as extras
 from videoworker.ledger.base import (
+    BudgetChange,
     ClaimResult,
     JobRecord,
-    Ledger,
     OutboxMessage,
+    OwedNotification,
     ReplyTarget,
     now,
     validate_move,
@@ -43,8 +45,8 @@ _CLAIM = sql.claim_insert(sql.SQLITE, "INSERT OR IGNORE")
 _Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-class SQLiteLedger(Ledger):
-    """The embedded default (``sqlite:///path``)."""
+class SQLiteLedger(extras.SQLiteExtras):
+    """The embedded default (``sqlite:///path``); notifications and the budget are in :mod:`.sqlite_extras`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -175,19 +177,33 @@ class SQLiteLedger(Ledger):
         outbox: Sequence[OutboxMessage] = (),
         reply_body: bytes | None = None,
         reply_message_id: str | None = None,
+        notifications: Sequence[OwedNotification] = (),
+        budget: BudgetChange | None = None,
     ) -> bool:
+        """Compare-and-set one row and record what it owes, in one savepoint.
+
+        With a ``budget`` the move is checked, then the budget changed, before any other write:
+        a lost compare-and-set writes nothing, and OverBudget rolls the savepoint back.
+        """
         validate_move(expect, new)
 
         def op(conn: sqlite3.Connection) -> bool:
+            if budget is not None:
+                if not extras.check_move(conn, request_id, expect.value, owner):
+                    return False
+                extras.apply_budget(conn, budget)
             update, args = sql.transition_update(
                 sql.SQLITE, request_id, owner, expect, new, job_id=job_id, attempts=attempts, data=data, at=now()
             )
             if conn.execute(update, args).rowcount != 1:
+                if budget is not None:  # checked above, under the same write lock: cannot happen
+                    raise RuntimeError(f"job {request_id!r} changed under the write lock")
                 return False
             messages = list(outbox)
             if reply_body is not None:
-                messages += _replies(conn, request_id, reply_body, reply_message_id or request_id)
-            _insert_outbox(conn, messages)
+                messages += extras.replies(conn, request_id, reply_body, reply_message_id or request_id)
+            extras.insert_outbox(conn, messages)
+            extras.insert_notifications(conn, notifications)
             return True
 
         return await self._run(op)
@@ -196,7 +212,7 @@ class SQLiteLedger(Ledger):
         return await self._run(lambda conn: _get(conn, request_id))
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
-        await self._run(lambda conn: _insert_outbox(conn, list(messages)))
+        await self._run(lambda conn: extras.insert_outbox(conn, list(messages)))
 
     async def renew_leases(self, owner: str, until: float) -> int:
         return await self._run(lambda conn: conn.execute(_Q.renew_leases, (until, owner)).rowcount)
@@ -206,8 +222,9 @@ class SQLiteLedger(Ledger):
 
         def op(conn: sqlite3.Connection) -> list[JobRecord]:
             marks = ",".join("?" * len(dead)) or "NULL"
-            # a dead owner's leased, unsent events are free too, not only its jobs
+            # a dead owner's leased, unsent events and notifications are free too, not only its jobs
             conn.execute(f"UPDATE outbox SET lease_until = 0 WHERE sent_at IS NULL AND lease_owner IN ({marks})", dead)
+            extras.free_notifications(conn, dead)
             rows = conn.execute(
                 f"SELECT request_id FROM jobs WHERE {sql.LIVE}"
                 f" AND (owner IS NULL OR lease_until < ? OR owner IN ({marks})) LIMIT ?",
@@ -226,7 +243,11 @@ class SQLiteLedger(Ledger):
         return [r[0] for r in rows]
 
     async def release(self, owner: str) -> int:
-        return await self._run(lambda conn: conn.execute(_Q.release, (owner,)).rowcount)
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute(_Q.release_notifications, (owner,))
+            return conn.execute(_Q.release, (owner,)).rowcount
+
+        return await self._run(op)
 
     async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
         def op(conn: sqlite3.Connection) -> list[OutboxMessage]:
@@ -288,16 +309,3 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 def _get(conn: sqlite3.Connection, request_id: str) -> JobRecord | None:
     row = conn.execute(_Q.get, (request_id,)).fetchone()
     return None if row is None else sql.job_record(row)
-
-
-def _replies(conn: sqlite3.Connection, request_id: str, body: bytes, message_id: str) -> list[OutboxMessage]:
-    rows = conn.execute("SELECT reply_to, correlation_id FROM reply_targets WHERE request_id = ?", (request_id,))
-    return [OutboxMessage("", r[0], body, message_id, request_id, r[1] or None) for r in rows.fetchall()]
-
-
-def _insert_outbox(conn: sqlite3.Connection, messages: list[OutboxMessage]) -> None:
-    t = now()
-    conn.executemany(
-        sql.OUTBOX_INSERT + " VALUES (?,?,?,?,?,?,?)",
-        [(m.request_id, m.exchange, m.routing_key, m.message_id, m.correlation_id, m.body, t) for m in messages],
-    )

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 import structlog
+from pydantic import BaseModel
 
 from videoworker import metrics
-from videoworker.errors import StorageError
-from videoworker.plugins.types import StoredOutput
+from videoworker.errors import InvalidRequest, NotifyError, PluginError, StorageError
+from videoworker.plugins.settings import delivery_options, plugin_settings
+from videoworker.plugins.types import CostEstimate, NotifyTarget, StoredOutput
 
 if TYPE_CHECKING:
     from videoworker.config import Settings
     from videoworker.contract.request import VideoRequest
-    from videoworker.plugins.types import JobEvent, OutputFile
+    from videoworker.plugins.types import JobEvent, Notification, OutputFile
     from videoworker.provider.catalogue import Catalogue
 
 log = structlog.get_logger("videoworker.plugins")
@@ -36,6 +38,7 @@ class Hooks:
         self.pm = pm
         self.settings = settings
         self.plugin_errors = 0
+        self._delivery_models: dict[str, type[BaseModel]] | None = None
 
     async def validate_request(self, request: VideoRequest, catalogue: Catalogue) -> None:
         """Run every validator; the first :class:`~videoworker.InvalidRequest` refuses the request."""
@@ -55,6 +58,76 @@ class Hooks:
                 raise StorageError(f"plugin {impl.plugin_name!r} returned {type(result).__name__}, not StoredOutput")
             stored.append(result)
         return stored
+
+    async def cost_estimate(self, request: VideoRequest, catalogue: Catalogue) -> CostEstimate | None:
+        """The largest estimate any plugin gives, with the smallest daily limit any names (None: no plugin spoke)."""
+        hook = "videoworker_cost_estimate"
+        found = [
+            e
+            for impl in self._impls(hook)
+            if (e := await self._call(hook, impl, request=request, catalogue=catalogue, settings=self.settings))
+        ]
+        if not found:
+            return None
+        prices = [e.usd for e in found]
+        limits = [e.daily_limit_usd for e in found if e.daily_limit_usd is not None]
+        return CostEstimate(
+            None if None in prices else max(p for p in prices if p is not None), min(limits, default=None)
+        )
+
+    async def notification_targets(self, event: JobEvent) -> list[tuple[str, NotifyTarget]]:
+        """Every notifier's targets for ``event``, as (plugin name, target) pairs, in call order."""
+        hook = "videoworker_notification_targets"
+        found: list[tuple[str, NotifyTarget]] = []
+        for impl in self._impls(hook):
+            try:
+                targets = await self._call(hook, impl, event=event, settings=self.settings) or []
+                if not all(isinstance(t, NotifyTarget) for t in targets):
+                    raise PluginError("returned something that is not a NotifyTarget")
+            except Exception as exc:  # noqa: BLE001 - a notifier's bug must not stop the job's move
+                self._plugin_failed(impl.plugin_name, hook, exc, status=event.status)
+                continue
+            found += [(impl.plugin_name, target) for target in targets]
+        return found
+
+    async def notify(self, plugin: str, notification: Notification) -> None:
+        """Deliver one notification through ``plugin``'s own ``videoworker_notify``; raise what it raises."""
+        hook = "videoworker_notify"
+        impl = next((i for i in self._impls(hook) if i.plugin_name == plugin), None)
+        if impl is None:
+            raise NotifyError(f"plugin {plugin!r} is not loaded here, or has no videoworker_notify")
+        await self._call(hook, impl, notification=notification, settings=self.settings)
+
+    def check_settings(self) -> None:
+        """Validate every plugin's ``[plugins.<name>]`` section against its declared model; ConfigError names it."""
+        for name, model in self.declared_models("videoworker_settings_model").items():
+            plugin_settings(self.settings, name, model)
+
+    def check_delivery(self, request: VideoRequest) -> None:
+        """Validate the request's ``delivery`` options: every key names a loaded plugin, whose model accepts it."""
+        if not request.delivery:
+            return
+        if self._delivery_models is None:
+            self._delivery_models = self.declared_models("videoworker_delivery_model")
+        loaded = {name for name, plugin in self.pm.list_name_plugin() if plugin is not None}
+        for name in request.delivery:
+            if name not in loaded:
+                raise InvalidRequest(f"delivery.{name}: no plugin named {name!r} is loaded", field=f"delivery.{name}")
+            model = self._delivery_models.get(name)
+            if model is not None:
+                delivery_options(request.delivery, name, model)
+
+    def declared_models(self, hook: str) -> dict[str, type[BaseModel]]:
+        """Plugin name → the model each plugin declares through ``hook`` (settings or delivery models)."""
+        models: dict[str, type[BaseModel]] = {}
+        for impl in self._impls(hook):
+            model = impl.function()
+            if model is None:
+                continue
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise PluginError(f"plugin {impl.plugin_name!r}: {hook} must return a pydantic model class")
+            models[impl.plugin_name] = model
+        return models
 
     async def job_event(self, event: JobEvent) -> None:
         """Call every observer on its own: a failure or hang is logged and counted, never raised."""
@@ -99,11 +172,11 @@ class Hooks:
             async with asyncio.timeout(self.settings.observer_timeout):
                 await self._call("videoworker_job_event", impl, event=event, settings=self.settings)
         except Exception as exc:  # noqa: BLE001 - an observer never fails a job
-            self.plugin_errors += 1
-            metrics.PLUGIN_ERRORS.labels(plugin=impl.plugin_name, hook="videoworker_job_event").inc()
-            log.error(
-                "plugin failed on a job event; the job goes on",
-                plugin=impl.plugin_name,
-                status=event.status,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            self._plugin_failed(impl.plugin_name, "videoworker_job_event", exc, status=event.status)
+
+    def _plugin_failed(self, plugin: str, hook: str, exc: Exception, **context: object) -> None:
+        """Log and count a plugin failure that the job must not feel."""
+        self.plugin_errors += 1
+        metrics.PLUGIN_ERRORS.labels(plugin=plugin, hook=hook).inc()
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("plugin failed; the job goes on", plugin=plugin, hook=hook, error=error, **context)

@@ -23,8 +23,8 @@ from videoworker.errors import ConfigError, PluginError
 if TYPE_CHECKING:
     from videoworker.config import Settings
 
-#: Built-ins that settings cannot disable: without them money could be spent on nonsense.
-ESSENTIAL_PLUGINS = frozenset({"capabilities"})
+#: Built-ins that settings cannot disable: without them money could be spent on nonsense, or past a limit.
+ESSENTIAL_PLUGINS = frozenset({"capabilities", "budget"})
 #: The distribution whose entry points are the built-ins.
 OWN_DISTRIBUTION = "videoworker"
 

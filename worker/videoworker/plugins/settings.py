@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 
-# parsed sections per settings object: validated once, dropped with the settings
-_PARSED: weakref.WeakKeyDictionary[Settings, dict[tuple[str, type[BaseModel]], BaseModel]] = weakref.WeakKeyDictionary()
+# parsed sections per settings object (by id: settings are not hashable), dropped with the settings
+_PARSED: dict[int, dict[tuple[str, type[BaseModel]], BaseModel]] = {}
 
 
 def plugin_settings(settings: Settings, name: str, model: type[M]) -> M:
@@ -31,7 +31,10 @@ def plugin_settings(settings: Settings, name: str, model: type[M]) -> M:
 
     Cheap to call in every hook: each settings object is validated once per plugin.
     """
-    parsed = _PARSED.setdefault(settings, {})
+    parsed = _PARSED.get(id(settings))
+    if parsed is None:
+        parsed = _PARSED[id(settings)] = {}
+        weakref.finalize(settings, _PARSED.pop, id(settings), None)
     found = parsed.get((name, model))
     if found is None:
         found = parsed[(name, model)] = _validate(model, settings.plugins.get(name, {}), f"[plugins.{name}]")

@@ -37,12 +37,18 @@ FINAL_STATUSES = frozenset({"completed", "failed"})
 
 @dataclass(frozen=True)
 class JobEvent:
-    """A status change as notifier plugins see it: the published event plus delivery instructions."""
+    """A status change as notifier plugins see it: the published event, plus what the request asked.
+
+    ``payload`` is the event body exactly as published; ``delivery`` the request's
+    per-plugin options; ``prompt`` the request's prompt (None when it had none), for
+    notifiers that show what was asked for.
+    """
 
     status: str
     request_id: str
     payload: dict[str, Any]
     delivery: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
 
     @property
     def final(self) -> bool:
@@ -76,3 +82,16 @@ class Notification:
     target: NotifyTarget
     attempt: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a request is expected to cost before it is submitted, and the spending limit it must fit.
+
+    ``usd`` None means the price is unknown. ``daily_limit_usd``: the engine reserves ``usd``
+    against the UTC day's spend in the same ledger transaction as the submit record, and
+    refuses the submit (``over_budget``) when the day's spend plus reservations would pass it.
+    """
+
+    usd: float | None
+    daily_limit_usd: float | None = None

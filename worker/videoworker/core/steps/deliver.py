@@ -71,6 +71,7 @@ async def _store(job: Job, ctx: StepContext, output: OutputFile) -> dict[str, An
         "content_type": output.content_type,
         "bytes": output.bytes,
         "sha256": output.sha256,
+        "url": next((s.url for s in stored if s.url), None),
     }
 
 

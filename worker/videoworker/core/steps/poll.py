@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from videoworker import metrics
+from videoworker.core.budget import actual_cost
 from videoworker.core.context import StepContext
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Again, Move, Outcome, fail
@@ -57,12 +58,10 @@ def _completed(job: Job, ctx: StepContext, answer: ProviderJob, elapsed: float) 
     model = job.request.model
     ctx.planner.learn(model, elapsed)
     metrics.JOB_DURATION.labels(model=model).observe(elapsed)
-    if answer.usage is not None and answer.usage.cost is not None:
-        metrics.COST.labels(model=model).inc(answer.usage.cost)
+    if (cost := actual_cost(answer.usage.model_dump() if answer.usage else None)) is not None:
+        metrics.COST.labels(model=model).inc(cost)
     data = stamp(job.record.data, "completed")
-    data.update(
-        generation_id=answer.generation_id,
-        output_count=max(1, len(answer.unsigned_urls)),
-        usage=answer.usage.model_dump() if answer.usage is not None else None,
-    )
+    usage = answer.usage.model_dump() if answer.usage is not None else None
+    data.update(generation_id=answer.generation_id, output_count=max(1, len(answer.unsigned_urls)), usage=usage)
+    data["cost"] = {**data.get("cost", {}), "actual_usd": actual_cost(usage)}
     return Move(JobState.COMPLETED, data=data)

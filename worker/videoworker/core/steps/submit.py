@@ -8,17 +8,20 @@ may hide an accepted (and charged) job becomes ``submit_unknown``, never a resub
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from typing import Any
 
 import structlog
 
 from videoworker import metrics
 from videoworker.contract.events import iso
+from videoworker.core import budget
 from videoworker.core.context import StepContext
 from videoworker.core.crashpoints import crashpoint
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Move, Outcome, Release, fail
 from videoworker.core.states import JobState
-from videoworker.errors import PermanentError, RetryableError
+from videoworker.errors import OverBudget, PermanentError, RetryableError
 
 log = structlog.get_logger("videoworker.steps")
 
@@ -29,18 +32,28 @@ _REFUSALS = {402: "over_budget", 401: "provider_unauthorized", 403: "provider_re
 async def submit(job: Job, ctx: StepContext) -> Outcome:
     """``received``: record ``submitting``, POST the request, and turn the answer into the next move."""
     attempts = job.record.attempts + 1
+    estimate = await ctx.hooks.cost_estimate(job.request, await ctx.catalogue())
+    if estimate is not None:
+        ctx.daily_limit = estimate.daily_limit_usd
+    data, reservation = budget.reserve(job.record.data, estimate)
     crashpoint("before_post")
-    if not await ctx.intend(job, JobState.SUBMITTING, attempts):
-        return Release()
+    try:
+        if not await ctx.intend(job, Move(JobState.SUBMITTING, data=data, attempts=attempts, budget=reservation)):
+            return Release()
+    except OverBudget as exc:  # nothing was written: no reservation to settle later
+        log.warning("submit refused by the daily budget", reason=str(exc))
+        return replace(fail("over_budget", str(exc)), data={**job.record.data, "cost": data["cost"]})
     model = job.request.model
     try:
         answer = await ctx.provider.submit(job.request.provider_body())
     except RetryableError as exc:
-        return _not_taken(ctx, model, exc, attempts)
+        return _not_taken(job, ctx, exc, attempts)
     except PermanentError as exc:
         metrics.SUBMITS.labels(model=model, outcome="rejected").inc()
         code = _REFUSALS.get(exc.status or 0, "provider_rejected")
-        return fail(code, f"OpenRouter refused the submit ({exc.status}): {exc.message}")
+        refused = fail(code, f"OpenRouter refused the submit ({exc.status}): {exc.message}")
+        data, change = budget.release(job.record.data)  # a refusal is not charged
+        return replace(refused, data=data, budget=change)
     except Exception as exc:  # noqa: BLE001 - AmbiguousSubmit, or anything unforeseen after sending
         status = getattr(exc, "status", None) or "no answer"
         return unknown(model, f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}")
@@ -70,18 +83,19 @@ def unknown(model: str, message: str) -> Move:
     return fail("submit_outcome_unknown", message, to=JobState.SUBMIT_UNKNOWN)
 
 
-def stamp(data: dict[str, object], moment: str) -> dict[str, object]:
+def stamp(data: dict[str, Any], moment: str) -> dict[str, Any]:
     """A copy of a job's data with ``timestamps[moment]`` set to now."""
     timestamps = data.get("timestamps")
     return {**data, "timestamps": {**(timestamps if isinstance(timestamps, dict) else {}), moment: iso()}}
 
 
-def _not_taken(ctx: StepContext, model: str, exc: RetryableError, attempts: int) -> Move:
-    """The provider certainly did not take the job: back to ``received``, retried later, up to a limit."""
-    metrics.SUBMITS.labels(model=model, outcome="retry").inc()
+def _not_taken(job: Job, ctx: StepContext, exc: RetryableError, attempts: int) -> Move:
+    """The provider certainly did not take the job: release its reservation; back to ``received``, up to a limit."""
+    metrics.SUBMITS.labels(model=job.request.model, outcome="retry").inc()
+    data, change = budget.release(job.record.data)
     if attempts >= ctx.settings.submit_max_attempts:
         message = f"OpenRouter did not take the submit after {attempts} attempts: {exc.message}"
-        return fail("provider_unavailable", message, retryable=True)
+        return replace(fail("provider_unavailable", message, retryable=True), data=data, budget=change)
     delay = max(exc.retry_after or 0.0, ctx.retry_in(attempts))
     log.info("submit not taken; retrying", status=exc.status, retry_in=round(delay, 2))
-    return Move(JobState.RECEIVED, after=delay)
+    return Move(JobState.RECEIVED, data=data, after=delay, budget=change)

@@ -1,0 +1,150 @@
+"""The PostgreSQL ledger's notifications and daily budget (schema version 3).
+
+Kept apart from :mod:`videoworker.ledger.postgres`, which owns the pool and the job rows.
+Every call is one short ``READ COMMITTED`` transaction or statement, like the rest of
+that backend; claims use ``SKIP LOCKED`` so deliverers on several hosts share the
+backlog, and budget reservations are serialised by the day row's lock
+(:func:`apply_budget`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+
+from videoworker.ledger import notifications_sql as nsql
+from videoworker.ledger import sql
+from videoworker.ledger.base import BudgetChange, Ledger, OutboxMessage, OwedNotification, now
+from videoworker.ledger.pgtypes import Connection, Pool, Queries
+from videoworker.ledger.sql import POSTGRES
+
+_N = nsql.statements(POSTGRES)
+_INSERT_OUTBOX = (
+    sql.OUTBOX_INSERT + " SELECT r, e, k, m, c, b, $7"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
+    " WITH ORDINALITY AS u (r, e, k, m, c, b, n) ORDER BY n"
+)
+
+
+class PostgresExtras(Ledger):
+    """Notification and budget calls of :class:`~videoworker.ledger.postgres.PostgresLedger`."""
+
+    @abc.abstractmethod
+    def _require(self) -> Pool:
+        """The open pool."""
+
+    @abc.abstractmethod
+    def _tx(self) -> AbstractAsyncContextManager[Connection]:
+        """One connection inside one transaction."""
+
+    async def claim_notifications(
+        self, owner: str, until: float, limit: int, *, per_target: int, busy: Iterable[tuple[str, str]] = ()
+    ) -> list[OwedNotification]:
+        """Lease the chosen rows in one statement (see :func:`~videoworker.ledger.notifications_sql.claim`).
+
+        Rows a peer is claiming right now are skipped, not waited for: that claim may return
+        fewer than ``limit`` rows while the peer holds them, and the next one finds the rest.
+        """
+        text, args = nsql.claim(POSTGRES, owner, float(until), now(), limit_or_none(limit), per_target, list(busy))
+        rows = await self._require().fetch(text, *args)
+        return sorted((nsql.notification(r) for r in rows), key=lambda n: n.id or 0)  # RETURNING has no order
+
+    async def settle_notification(
+        self,
+        notification_id: int,
+        owner: str,
+        *,
+        state: str,
+        attempts: int,
+        next_at: float = 0.0,
+        error: str | None = None,
+    ) -> bool:
+        """One compare-and-set on the lease owner; a row a peer has re-leased is left alone."""
+        values = nsql.settle_values(notification_id, owner, state, attempts, next_at, error, now())
+        return affected(await self._require().execute(_N.settle, *values)) == 1
+
+    async def list_notifications(
+        self, *, state: str | None = None, request_id: str | None = None, limit: int = 100
+    ) -> list[OwedNotification]:
+        text, args = nsql.listing(POSTGRES, state, request_id, limit_or_none(limit))
+        return [nsql.notification(r) for r in await self._require().fetch(text, *args)]
+
+    async def replay_notifications(self, ids: Sequence[int] | None, *, deadline: float) -> int:
+        text, args = nsql.replay(POSTGRES, None if ids is None else list(ids), float(deadline), now())
+        return affected(await self._require().execute(text, *args))
+
+    async def notification_counts(self) -> dict[str, dict[str, int]]:
+        return nsql.counts(await self._require().fetch(_N.counts))
+
+    async def budget_day(self, day: str) -> tuple[float, float]:
+        row = await self._require().fetchrow(_N.budget_read, day)
+        return (0.0, 0.0) if row is None else (float(row[0]), float(row[1]))
+
+
+# --- what PostgresLedger's transition and adopt write ------------------------------------
+async def lock_move(conn: Queries, request_id: str, expect: str, owner: str) -> bool:
+    """Lock the job row if the move's compare-and-set will succeed (``FOR UPDATE``: it cannot change until commit).
+
+    Under ``READ COMMITTED`` a row being moved by another transaction is waited for, then
+    re-checked on its latest version, so a lost race returns False here.
+    """
+    return await conn.fetchval(_N.lock_move, request_id, expect, owner) is not None
+
+
+async def apply_budget(conn: Queries, change: BudgetChange) -> None:
+    """Apply ``change`` in the caller's transaction; raise OverBudget if a limited reservation would pass.
+
+    Why concurrent reservations cannot overshoot: ``INSERT … ON CONFLICT DO NOTHING``
+    makes sure the day row exists (a concurrent inserter of the same day is waited for,
+    so the row is there, committed or ours, when it returns). The ``UPDATE … WHERE day = ?
+    AND spent + reserved + amount <= limit`` then takes the row lock; a reservation that
+    finds the row locked waits for that transaction to end, and ``READ COMMITTED``
+    re-evaluates the ``WHERE`` on the latest committed version before updating. So each
+    check sees every reservation committed before it, and a refused one updates no row.
+    The caller raises, and its transaction rolls back the day row with everything else.
+    The job row is locked first (:func:`lock_move`) in every budgeted move, so the two
+    locks are always taken in the same order.
+    """
+    await conn.execute(_N.budget_row, change.day)
+    text, args = nsql.budget_update(POSTGRES, change)
+    if affected(await conn.execute(text, *args)) != 1:
+        raise nsql.over_budget(change, await conn.fetchrow(_N.budget_read, change.day))
+
+
+async def insert_outbox(conn: Queries, messages: Sequence[OutboxMessage]) -> None:
+    """Insert ``messages`` in order (ascending ids) with one statement."""
+    if not messages:
+        return
+    await conn.execute(
+        _INSERT_OUTBOX,
+        [m.request_id for m in messages],
+        [m.exchange for m in messages],
+        [m.routing_key for m in messages],
+        [m.message_id for m in messages],
+        [m.correlation_id for m in messages],
+        [m.body for m in messages],
+        now(),
+    )
+
+
+async def insert_notifications(conn: Queries, items: Sequence[OwedNotification]) -> None:
+    """Record ``items`` in order (ascending ids); one already owed is kept as it is."""
+    if items:
+        await conn.executemany(_N.insert, nsql.insert_values(items, now()))
+
+
+async def free_notifications(conn: Queries, dead_owners: Sequence[str]) -> None:
+    """Free the pending notifications ``dead_owners`` had leased."""
+    text, args = nsql.free_leases(POSTGRES, dead_owners)
+    await conn.execute(text, *args)
+
+
+def affected(status: str) -> int:
+    """Row count from a command tag such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def limit_or_none(limit: int) -> int | None:
+    """SQLite treats a negative LIMIT as none; PostgreSQL rejects it, so pass NULL (no limit)."""
+    return limit if limit >= 0 else None
