@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -26,16 +27,24 @@ from videoworker.core.gate import IntakeGate
 from videoworker.core.intake import Intake
 from videoworker.core.notifier import Notifier
 from videoworker.core.ownership import Leases
+from videoworker.core.retention import Pruner
+from videoworker.core.schedule import Deadline
 from videoworker.errors import ConfigError
 from videoworker.health import serve_health
 from videoworker.ledger import open_ledger
 from videoworker.ledger.outbox import OutboxRelay
+from videoworker.logs import register_settings_secrets
 from videoworker.plugins.hooks import Hooks
 from videoworker.plugins.manager import describe_plugins, make_plugin_manager
 from videoworker.provider.catalogue import CatalogueCache
 from videoworker.provider.client import OpenRouterClient
+from videoworker.provider.untrusted import ProviderLimits
+from videoworker.systemd import ServiceManager
 
 log = structlog.get_logger("videoworker.runtime")
+
+#: What stopping may take beyond shutdown_grace, seconds (the bound is grace + 2 s; this leaves room to exit).
+STOP_MARGIN = 1.6
 
 _LEDGER_PING_TIMEOUT = 2.0
 
@@ -59,6 +68,8 @@ class Daemon:
             raise ConfigError("disabled_plugins: no storage plugin is left; enable `local` or install another")
         self.hooks = Hooks(self.pm, settings)
         self.hooks.check_settings()
+        # the last line of defence: any of these values that still reaches a log line is masked
+        register_settings_secrets(settings, self.hooks.declared_models("videoworker_settings_model"))
         self.ledger = open_ledger(settings.effective_ledger_url)
         self.client = OpenRouterClient(
             settings.openrouter_base_url,
@@ -70,6 +81,7 @@ class Daemon:
             + settings.max_concurrent_polls
             + settings.max_concurrent_downloads
             + 4,
+            limits=ProviderLimits.from_settings(settings),
         )
         self.broker = Broker(settings)
         self.outbox = OutboxRelay(self.ledger, self.broker, settings.instance_id, settings.lease_seconds)
@@ -87,10 +99,12 @@ class Daemon:
             catalogue=self.catalogue,
         )
         self.leases = Leases(settings, self.ledger, self.engine)
+        self.pruner = Pruner(settings, self.ledger)
         intake = Intake(
             settings, self.ledger, self.hooks, self.catalogue, self.engine, on_ledger_error=self.gate.ledger_down
         )
         self.consumer = Consumer(settings, self.broker, intake)
+        self.systemd = ServiceManager()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
@@ -109,17 +123,13 @@ class Daemon:
             "starting",
             instance=s.instance_id,
             ledger=redact_url(s.effective_ledger_url),
-            openrouter=s.openrouter_base_url,
+            openrouter=redact_url(s.openrouter_base_url),
             queue=s.request_queue,
             plugins=[p["name"] for p in describe_plugins(self.pm)],
         )
         await self.hooks.startup()
         try:  # from here on, whatever fails, plugins are shut down and everything opened is closed
-            await self.ledger.open()
-            if s.health_port is not None:
-                self._health, self.health_port = await serve_health(self.readiness, s.health_port)
-                log.info("health endpoints up", port=self.health_port)
-            await self._serve()
+            await self._until_stopped(self._serve())
         finally:
             await self._shutdown()
 
@@ -131,10 +141,15 @@ class Daemon:
     def request_stop(self, why: str = "requested") -> None:
         if not self._stop.is_set():
             log.info("stopping: intake closes, unfinished jobs stay in the ledger", signal=why)
+            self.systemd.stopping()
             self._stop.set()
 
     async def readiness(self) -> dict[str, Any]:
-        """What ``/readyz`` reports: broker up, consumer registered (or paused on purpose), ledger answering."""
+        """What ``/readyz`` reports: broker up, consumer registered (or paused on purpose), ledger answering.
+
+        The instance's name (by default ``<hostname>-<pid>``) is left out unless ``health_show_identity``
+        is set: the port may face a network, and host names and pids help whoever maps it.
+        """
         try:
             async with asyncio.timeout(_LEDGER_PING_TIMEOUT):
                 await self.ledger.get("__readyz__")
@@ -143,52 +158,98 @@ class Daemon:
             ledger = False
         broker = self.broker.connected
         intake = self.broker.consuming or self.paused
-        return {
+        report: dict[str, Any] = {
             "ready": bool(self.ready.is_set() and broker and intake and ledger),
             "broker_connected": broker,
             "consuming": self.broker.consuming,
             "intake_paused": self.paused,
             "ledger": ledger,
             "jobs": self.engine.load,
-            "instance": self.settings.instance_id,
         }
+        if self.settings.health_show_identity:
+            report["instance"] = self.settings.instance_id
+        return report
+
+    def status(self) -> str:
+        """One line for ``systemctl status``: jobs in flight and what intake is doing."""
+        if self.gate.paused:
+            intake = "paused (" + ", ".join(sorted(self.gate.holds)) + ")"
+        elif self.broker.consuming:
+            intake = "consuming"
+        else:
+            intake = "waiting for the broker"
+        return f"{self.engine.load} jobs in flight; intake {intake}"
+
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` until it ends or a stop is requested, whichever comes first.
+
+        Starting can wait for a long time (RabbitMQ down, the ledger locked); a stop must
+        not: it cancels whatever start step is waiting, and the shutdown follows at once.
+        """
+        serving = asyncio.create_task(work)
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (serving, stopping):
+                task.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
+        if not serving.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving  # raises what the start raised (a refused ledger, a bad queue)
 
     async def _serve(self) -> None:
+        s = self.settings
+        await self.ledger.open()
+        if s.health_port is not None:
+            self._health, self.health_port = await serve_health(
+                self.readiness, s.health_port, s.health_host, max_connections=s.health_max_connections
+            )
+            log.info("health endpoints up", port=self.health_port)
         self.engine.start()
         await self.leases.adopt(at_start=True)
         self._tasks = [
             asyncio.create_task(self.outbox.run()),
             asyncio.create_task(self.leases.run()),
             asyncio.create_task(self.notifier.run()),
+            asyncio.create_task(self.pruner.run()),
         ]
         await self.broker.connect()
         self.gate.live = True
         await self.gate.sync()
         self.ready.set()
         log.info("ready", jobs=self.engine.load)
+        self.systemd.ready(self.status())
+        self._tasks.append(asyncio.create_task(self.systemd.run(self.status)))
         await self._stop.wait()
 
     async def _shutdown(self) -> None:
+        """Stop within ``shutdown_grace`` + 2 s whatever the state: each step gets what is left, then is let go.
+
+        In-flight submits get the grace to record their answer; what follows (a last outbox
+        pass, releasing leases, closing the broker, plugins and the ledger) shares the rest.
+        A step that cannot finish (the broker or the ledger unreachable, a plugin hanging)
+        is logged and abandoned: what it would have written is still owed in the ledger.
+        """
+        stop = Deadline(self.settings.shutdown_grace + STOP_MARGIN)
         self.ready.clear()
         await self.gate.close()
-        await self.broker.stop_consuming()
+        await stop.step("stop consuming", self.broker.stop_consuming(), cap=0.5)
         await self.engine.stop(self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.broker.connected:
-            # one last pass, after the relay loop is gone so no row is published twice
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await self.outbox.flush()
-        with contextlib.suppress(Exception):
-            log.info("leases released", jobs=await self.leases.release())
-        await self.broker.close()
+        if self.broker.connected:  # one last pass, after the relay loop is gone so no row is published twice
+            await stop.step("last outbox pass", self.outbox.flush(), cap=0.6)
+        released = await stop.step("release leases", self.leases.release(), cap=0.4)
+        if released is not None:
+            log.info("leases released", jobs=released)
+        await stop.step("close the broker connection", self.broker.close(), cap=0.3)
         if self._health is not None:
-            await self._health.cleanup()
-        await self.hooks.shutdown()
-        await self.client.aclose()
-        await self.ledger.close()
+            await stop.step("stop the health server", self._health.cleanup(), cap=0.2)
+        await stop.step("plugins' shutdown", self.hooks.shutdown(), cap=0.5)
+        await stop.step("close the HTTP client", self.client.aclose(), cap=0.2)
+        await stop.step("close the ledger", self.ledger.close(), cap=0.5)
         log.info("stopped")
 
     async def _consume(self, on: bool) -> None:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
+import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import click
 
 from videoworker.cli.common import Ctx, fail
-from videoworker.config import Settings, describe
+from videoworker.config import Settings
+from videoworker.config_report import describe
 from videoworker.errors import ConfigError, WorkerError
-from videoworker.logs import configure_logging
+from videoworker.logs import configure_logging, scrub_text
 
 
 @click.command()
@@ -36,9 +42,45 @@ def run(obj: Ctx) -> None:
         await daemon.run()
 
     try:
-        asyncio.run(main_loop())
+        _run_to_the_end(main_loop())
     except ConfigError as exc:
         fail(str(exc))
+    except Exception as exc:  # e.g. the ledger's host refuses: one line (the traceback at debug level)
+        logging.getLogger("videoworker.runtime").debug("the daemon stopped on an error", exc_info=True)
+        fail(f"stopped: {scrub_text(f'{type(exc).__name__}: {exc}')}", code=1)
+
+
+def _run_to_the_end(main: Coroutine[Any, Any, None]) -> None:
+    """Run the daemon's loop, then exit even if a plugin left a thread blocked in a call that never returns.
+
+    ``asyncio.run`` would wait for such a thread (its executor's shutdown does), and so would
+    the interpreter's exit: a stop that systemd or Docker then ends with SIGKILL. The loop
+    is closed without waiting, and the process leaves without the stray thread.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(_cancel_the_rest())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+    stray = [
+        t.name for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()
+    ]
+    if stray:
+        logging.getLogger("videoworker.runtime").warning("leaving threads that never returned behind: %s", stray)
+        logging.shutdown()
+        os._exit(0)
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel what the daemon left running, and wait for each task to take its cancellation."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @click.command()
@@ -63,9 +105,15 @@ def check(obj: Ctx, port: int | None) -> None:
 
 
 @click.command("config")
+@click.option("--reference", is_flag=True, help="Print every setting, its environment name, default and meaning.")
 @click.pass_obj
-def show_config(obj: Ctx) -> None:
+def show_config(obj: Ctx, reference: bool) -> None:
     """Print the effective configuration as JSON, secrets redacted (plugins' declared secrets too)."""
+    if reference:
+        from videoworker.config_report import reference as table
+
+        click.echo(table(), nl=False)
+        return
     try:
         settings = obj.settings()
         click.echo(json.dumps(describe(settings, _declared_secrets(settings)), indent=2, sort_keys=True))

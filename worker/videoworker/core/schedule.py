@@ -13,6 +13,13 @@ import heapq
 import itertools
 import random
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import structlog
+
+T = TypeVar("T")
+log = structlog.get_logger("videoworker.schedule")
 
 
 class Timers:
@@ -100,3 +107,26 @@ async def wait_or_time_out(event: asyncio.Event, timeout: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class Deadline:
+    """A time budget shared by several steps: each gets what is left (or less), never more."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    async def step(self, what: str, work: Awaitable[T], *, cap: float) -> T | None:
+        """Run ``work`` for at most ``cap`` seconds of what is left; on timeout or error log it and return None."""
+        budget = max(0.05, min(cap, self.left))
+        try:
+            async with asyncio.timeout(budget):
+                return await work
+        except TimeoutError:
+            log.warning("gave up waiting at stop; moving on", step=what, after_s=round(budget, 2))
+        except Exception as exc:  # noqa: BLE001 - stopping goes on whatever one step does
+            log.warning("failed at stop; moving on", step=what, error=f"{type(exc).__name__}: {exc}")
+        return None
