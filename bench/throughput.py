@@ -5,6 +5,10 @@
 Reports publish rate, intake rate, peak jobs in flight, end-to-end time, polls per job,
 peak RSS and ledger size. The simulator runs as a separate ``videoworker simulate``
 process so it does not share the daemon's GIL. Numbers go to docs/benchmarks.md.
+
+``--retention`` then measures what retention leaves of the ledger: the bytes in use
+(SQLite pages minus free pages) after the run, after a pruning round as it runs once
+``outbox_retention`` and ``trim_after`` have passed, and after one past ``dedupe_days``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import httpx
@@ -28,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from videoworker.config import load_settings  # noqa: E402
+from videoworker.core.retention import Pruner  # noqa: E402
+from videoworker.ledger import open_ledger  # noqa: E402
 from videoworker.logs import configure_logging  # noqa: E402
 from videoworker.runtime import Daemon  # noqa: E402
 from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
@@ -55,7 +62,56 @@ async def _publish(queue: str, n: int, reply_to: str, channel: aio_pika.abc.Abst
     return time.perf_counter() - started
 
 
-async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, float]) -> dict[str, float]:
+def _bytes_in_use(path: Path) -> int:
+    """The SQLite ledger's live pages (a deleted row's page is reused, not returned, until VACUUM)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        pages, free, size = (
+            conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size")
+        )
+    return int((pages - free) * size)
+
+
+def _vacuumed(path: Path) -> int:
+    """The ledger's size once rewritten without the gaps deleted and trimmed rows left in their pages."""
+    import sqlite3
+
+    copy = path.with_name("vacuumed.sqlite3")
+    copy.unlink(missing_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("VACUUM INTO ?", (str(copy),))
+    size = copy.stat().st_size
+    copy.unlink()
+    return size
+
+
+async def _retention(settings: Any, jobs: int) -> dict[str, float]:
+    """Ledger KiB per 1,000 finished jobs: as the run left it, trimmed, then forgotten."""
+    path = settings.data_dir / "ledger.sqlite3"
+    per_k = 1000 / jobs / 1024
+    sizes = {"ledger_kib_per_1000_jobs": round(_bytes_in_use(path) * per_k, 1)}
+    ledger = open_ledger(settings.effective_ledger_url)
+    await ledger.open()
+    try:
+        for label, changes in (
+            ("trimmed", {"outbox_retention": 0, "trim_after": 0}),
+            ("forgotten", {"dedupe_days": 1e-9}),
+        ):
+            settings = settings.model_copy(update=changes)
+            started = time.perf_counter()
+            await Pruner(settings, ledger).round()
+            sizes[f"prune_{label}_s"] = round(time.perf_counter() - started, 2)
+            sizes[f"ledger_kib_per_1000_jobs_{label}"] = round(_bytes_in_use(path) * per_k, 1)
+            sizes[f"ledger_kib_per_1000_jobs_{label}_vacuumed"] = round(_vacuumed(path) * per_k, 1)
+    finally:
+        await ledger.close()
+    return sizes
+
+
+async def run(
+    jobs: int, job_seconds: tuple[float, float], poll: tuple[float, float], retention: bool = False
+) -> dict[str, float]:
     ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
     port = _free_port()
     sim = subprocess.Popen(
@@ -121,7 +177,9 @@ async def run(jobs: int, job_seconds: tuple[float, float], poll: tuple[float, fl
     await connection.close()
     sim.terminate()
     ledger = data_dir / "ledger.sqlite3"
+    sizes = await _retention(settings, jobs) if retention else {}
     return {
+        **sizes,
         "jobs": jobs,
         "completed": sum(1 for s in finished.values() if s == "completed"),
         "publish_s": round(publish_s, 2),
@@ -142,8 +200,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--job-seconds", type=float, nargs=2, default=(5.0, 10.0))
     parser.add_argument("--poll", type=float, nargs=2, default=(1.0, 5.0), help="poll_interval poll_max_interval")
+    parser.add_argument("--retention", action="store_true", help="also measure the ledger before and after pruning")
     args = parser.parse_args()
-    result = asyncio.run(run(args.jobs, tuple(args.job_seconds), tuple(args.poll)))  # type: ignore[arg-type]
+    result = asyncio.run(run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.retention))  # type: ignore[arg-type]
     print(json.dumps(result))
 
 

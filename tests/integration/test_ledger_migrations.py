@@ -43,6 +43,7 @@ ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
 #: The tables migration 3 adds; a ledger upgraded from an older version has them, empty.
 V3_TABLES = ("budget_days", "notifications")
 V3_INDEXES = {"notifications_due", "notifications_order", "notifications_state"}
+V4_INDEXES = {"jobs_updated", "jobs_untrimmed", "jobs_job_id", "outbox_sent", "notifications_delivered"}
 #: When the version-2 code stamped the fixture (wall-clock seconds, as it records them).
 V2_STAMPS = ((1, 1704067800.5), (2, 1704067800.5))
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -251,8 +252,13 @@ def _unsent(rows: Rows) -> list[OutboxMessage]:
 
 
 def _assert_carried_over(before: Rows, after: Rows) -> None:
-    """Every row ``before`` held is still there, the old version stamps too, and migration 3's tables are empty."""
+    """Every row ``before`` held is still there (jobs gain ``trimmed = 0``), the old version stamps too, and
+    migration 3's tables are empty."""
     kept = {table: after[table] for table in before}
+    # migration 4 appends jobs.trimmed: every carried-over job is untrimmed
+    width = len(before["jobs"][0])
+    assert [row[width:] for row in kept["jobs"]] == [(0,)] * len(before["jobs"])
+    kept["jobs"] = [row[:width] for row in kept["jobs"]]
     if "schema_version" in before:
         assert [row[0] for row in kept["schema_version"]] == ALL_VERSIONS
         kept["schema_version"] = kept["schema_version"][: len(before["schema_version"])]
@@ -312,20 +318,20 @@ async def test_v1_ledger_is_upgraded_with_every_row_intact(stores: StoreFactory)
     ]
 
 
-async def test_v2_ledger_is_upgraded_to_3_with_every_row_intact(stores: StoreFactory) -> None:
-    """Opening a version-2 ledger runs migration 3 only, keeps every row and stamp, and matches a new ledger."""
+async def test_v2_ledger_is_upgraded_with_every_row_intact(stores: StoreFactory) -> None:
+    """Opening a version-2 ledger runs migrations 3 and 4 only, keeps every row and stamp, and matches a new one."""
     store, fresh = stores(), stores()
     await store.load(2)
     before = await store.rows()
     assert [row[0] for row in before["schema_version"]] == [1, 2] and not set(V3_TABLES) & set(before)
 
     led = await store.open()
-    assert await led.schema_version() == SCHEMA_VERSION == 3
+    assert await led.schema_version() == SCHEMA_VERSION == 4
     after = await store.rows()
     _assert_carried_over(before, after)
     assert after["schema_version"][:2] == [(v, at) for v, at in V2_STAMPS]
-    assert abs(after["schema_version"][2][1] - time.time()) < HOUR
-    assert await store.indexes() >= V3_INDEXES
+    assert all(abs(at - time.time()) < HOUR for _, at in after["schema_version"][2:])
+    assert await store.indexes() >= V3_INDEXES | V4_INDEXES
     await fresh.open()
     assert await store.catalog() == await fresh.catalog()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from videoworker import __version__
-from videoworker.cli import daemon, inspect, notifications, submit
+from videoworker.cli import daemon, dead_letters, inspect, jobs, notifications, submit
 from videoworker.cli.common import Ctx, fail
 
 #: Entry-point group through which other distributions add subcommands.
@@ -93,7 +93,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
     ctx.obj = Ctx(config)
 
 
-for _module in (daemon, inspect, notifications, submit):
+for _module in (daemon, dead_letters, inspect, jobs, notifications, submit):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import click
 
-from videoworker.cli.common import Ctx, fail
-from videoworker.errors import WorkerError
-from videoworker.ledger import open_ledger
-from videoworker.ledger.base import Ledger, OwedNotification
+from videoworker.cli.common import Ctx, fail, when, with_ledger
+from videoworker.ledger.base import OwedNotification
 
 T = TypeVar("T")
 
@@ -39,7 +34,7 @@ def notifications(
         return
     obj: Ctx = ctx.obj
     state = "dead" if failed else "pending" if pending else None
-    rows = _with_ledger(obj, lambda ledger: ledger.list_notifications(state=state, request_id=request_id, limit=limit))
+    rows = with_ledger(obj, lambda ledger: ledger.list_notifications(state=state, request_id=request_id, limit=limit))
     if as_json:
         click.echo(json.dumps([_row(n) for n in rows], indent=2))
         return
@@ -48,8 +43,8 @@ def notifications(
         return
     click.echo(f"{'ID':>6}  {'STATE':<9} {'TRIES':>5}  {'PLUGIN/TARGET':<28} {'REQUEST:STATUS':<36} WHEN / LAST ERROR")
     for n in rows:
-        when = _when(n.delivered_at if n.state == "delivered" else n.next_at)
-        note = when if n.state != "dead" else (n.last_error or "")[:60]
+        at = when(n.delivered_at if n.state == "delivered" else n.next_at)
+        note = at if n.state != "dead" else (n.last_error or "")[:60]
         target = f"{n.plugin}/{n.target_key}"[:28]
         click.echo(f"{n.id:>6}  {n.state:<9} {n.attempts:>5}  {target:<28} {n.request_id + ':' + n.status:<36} {note}")
 
@@ -63,7 +58,7 @@ def replay(obj: Ctx, ids: tuple[int, ...], every: bool) -> None:
     if bool(ids) == every:
         fail("give notification ids or --all (not both)")
     deadline = time.time() + obj.settings().notify_retry_hours * 3600
-    count = _with_ledger(
+    count = with_ledger(
         obj, lambda ledger: ledger.replay_notifications(None if every else list(ids), deadline=deadline)
     )
     click.echo(f"{count} notification(s) will be delivered again")
@@ -71,31 +66,10 @@ def replay(obj: Ctx, ids: tuple[int, ...], every: bool) -> None:
         fail(f"{len(ids) - count} of the ids given are not dead notifications", code=1)
 
 
-def _with_ledger(obj: Ctx, work: Callable[[Ledger], Awaitable[T]]) -> T:
-    async def run() -> T:
-        ledger = open_ledger(obj.settings().effective_ledger_url)
-        await ledger.open()
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    try:
-        return asyncio.run(run())
-    except WorkerError as exc:
-        fail(str(exc))
-
-
 def _row(n: OwedNotification) -> dict[str, object]:
     row = asdict(n)
     row["notification_id"] = n.stable_id
     return row
-
-
-def _when(ts: float | None) -> str:
-    if not ts:
-        return ""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 COMMANDS = (notifications,)

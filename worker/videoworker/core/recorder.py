@@ -57,20 +57,19 @@ class Recorder:
 
     async def move(self, job: Job, move: Move) -> bool:
         """Compare-and-set ``job`` into ``move.to`` with its event; False (nothing written) if it is not ours."""
-        data = move.data
+        data = with_history(job.record.data if move.data is None else move.data, move.to.value)
         status = event_for(move.to)
         event: dict[str, Any] | None = None
         reply: bytes | None = None
         budget = move.budget
         if move.to.terminal:
-            data = dict(job.record.data if data is None else data)
             if budget is None:  # whatever reservation is still open becomes spend
                 data, budget = settle(data, job.request.model)
             data["timestamps"] = {**data.get("timestamps", {}), "delivered": iso()}
             event = data["final"] = self._event(job, move, status or "failed", data)
             reply = encode(event)
         elif status is not None:
-            event = self._event(job, move, status, job.record.data if data is None else data)
+            event = self._event(job, move, status, data)
         outbox = [self._outbox(job.id, event, reply)] if event is not None else []
         job_event = self._job_event(job, event) if event is not None else None
         owed = await self._owed(job_event) if job_event is not None else []
@@ -160,6 +159,18 @@ class Recorder:
         task = asyncio.create_task(self.hooks.job_event(event))
         self._observers.add(task)
         task.add_done_callback(self._observers.discard)
+
+
+#: Moves a job's history keeps (the newest); a job that loops on retries cannot grow its row without bound.
+HISTORY_LIMIT = 50
+
+
+def with_history(data: dict[str, Any], state: str, **details: Any) -> dict[str, Any]:
+    """A copy of ``data`` whose ``history`` ends with ``state`` entered now (for ``videoworker status``)."""
+    history = data.get("history")
+    entries = list(history) if isinstance(history, list) else []
+    entries.append({"state": state, "at": iso(), **details})
+    return {**data, "history": entries[-HISTORY_LIMIT:]}
 
 
 def _apply(record: JobRecord, move: Move, data: dict[str, Any] | None) -> None:

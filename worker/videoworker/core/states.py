@@ -10,6 +10,10 @@ submit a stored job fails loudly instead of paying twice.
        │            │   │                       │
        └► failed    │   └► submit_unknown       └► failed (provider, timeout, download, storage)
                     └► received (the provider certainly did not take it: retry later)
+
+A finished job moves again only by an operator's ``videoworker retry``, along
+:data:`RETRIES`, a table of its own: the engine's moves never lead a job with a provider
+job id back to a submit, and the ledger's compare-and-set checks them against :data:`MACHINE` alone.
 """
 
 from __future__ import annotations
@@ -82,6 +86,14 @@ TERMINAL = frozenset(state for state, spec in MACHINE.items() if spec.step is No
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {state: spec.moves for state, spec in MACHINE.items()}
 
 
+#: The moves ``videoworker retry`` may make out of a finished state: download again
+#: (completed), poll again (submitted), or submit again (received, which may pay again).
+RETRIES: dict[JobState, frozenset[JobState]] = {
+    JobState.FAILED: frozenset({JobState.COMPLETED, JobState.SUBMITTED, JobState.RECEIVED}),
+    JobState.SUBMIT_UNKNOWN: frozenset({JobState.RECEIVED}),
+}
+
+
 class IllegalTransition(RuntimeError):
     """Raised when code asks the ledger for a move the state machine does not allow."""
 
@@ -90,6 +102,12 @@ def check_transition(current: JobState, new: JobState) -> None:
     """Raise :class:`IllegalTransition` unless ``current → new`` is a legal move."""
     if new not in TRANSITIONS[current]:
         raise IllegalTransition(f"{current.value} → {new.value} is not a legal move")
+
+
+def check_retry(current: JobState, new: JobState) -> None:
+    """Raise :class:`IllegalTransition` unless an operator's retry may move ``current → new``."""
+    if new not in RETRIES.get(current, frozenset()):
+        raise IllegalTransition(f"{current.value} → {new.value} is not a retry")
 
 
 def step_for(state: JobState) -> Step | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videoworker.core.states import JobState, check_transition
+from videoworker.ledger.retention import Pruned, Retention
 
 
 @dataclass
@@ -32,6 +33,15 @@ class JobRecord:
     data: dict[str, Any] = field(default_factory=dict)  # outputs, usage, error, timestamps
     owner: str | None = None
     lease_until: float = 0.0
+    # when the ledger wrote the row first and last (wall clock); read back, never written from here
+    created_at: float = field(default=0.0, compare=False)
+    updated_at: float = field(default=0.0, compare=False)
+
+    @property
+    def producer(self) -> str | None:
+        """The AMQP ``user_id`` the request came with (None: the broker did not say)."""
+        value = self.data.get("producer")
+        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -125,9 +135,11 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def claim(self, record: JobRecord, reply: ReplyTarget | None) -> ClaimResult:
-        """Insert the row if the id is new (owned by ``record.owner``); always remember ``reply``.
+        """Insert the row if the id is new (owned by ``record.owner``), and remember ``reply``.
 
-        A duplicate id leaves the existing row untouched and returns it.
+        A duplicate id leaves the existing row untouched and returns it. Its ``reply`` is
+        remembered only when the duplicate comes from the row's producer
+        (:attr:`JobRecord.producer`): another producer reusing the id gets no copy of the result.
         """
 
     @abc.abstractmethod
@@ -247,6 +259,30 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def budget_day(self, day: str) -> tuple[float, float]:
         """``(spent, reserved)`` of one UTC day (``YYYY-MM-DD``), zeros if nothing was spent."""
+
+    # --- operations --------------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_jobs(
+        self, *, state: JobState | None = None, since: float | None = None, model: str | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        """Jobs, most recently changed first, filtered by state, model and last change at or after ``since``."""
+
+    @abc.abstractmethod
+    async def by_job_id(self, job_id: str) -> JobRecord | None:
+        """The row holding this provider job id, if this ledger created it."""
+
+    @abc.abstractmethod
+    async def reopen(self, request_id: str, expect: JobState, new: JobState, data: dict[str, Any]) -> bool:
+        """Send a finished job back into the state machine, for an operator's retry.
+
+        The row moves from ``expect`` to ``new`` with ``data``, its provider job id cleared
+        when ``new`` is ``received``, and no owner: a running daemon adopts it at its next
+        round. Returns False, changing nothing, if the row is not in ``expect`` or was trimmed.
+        """
+
+    @abc.abstractmethod
+    async def prune(self, retention: Retention) -> Pruned:
+        """Remove or trim at most ``retention.batch`` rows of each kind, in one short transaction."""
 
     @abc.abstractmethod
     async def schema_version(self) -> int:

@@ -44,6 +44,7 @@ import structlog
 
 from videoworker.errors import ConfigError
 from videoworker.ledger import notifications_sql as nsql
+from videoworker.ledger import operations_sql as osql
 from videoworker.ledger import sql
 from videoworker.ledger.base import now
 from videoworker.ledger.pgtypes import Queries
@@ -66,6 +67,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # IF NOT EXISTS: PostgreSQL's version 1 already has this index
     Migration(2, "jobs_live_owner: an index for one owner's live rows", lambda d: [sql.live_owner_index()]),
     Migration(3, "notifications and budget_days: owed notifier deliveries and each day's spend", nsql.schema_v3),
+    Migration(4, "retention and operations: jobs.trimmed, indexes by change time and provider job id", osql.schema_v4),
 )
 
 #: The version this code creates and understands.

@@ -44,6 +44,7 @@ from videoworker.ledger.base import (
     validate_move,
 )
 from videoworker.ledger.pgtypes import Connection, Pool
+from videoworker.ledger.postgres_operations import PostgresOperations
 
 _SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation and migration
 _Q = sql.common(sql.POSTGRES)
@@ -57,10 +58,11 @@ _INSERT_REPLIES = (
 )
 
 
-class PostgresLedger(extras.PostgresExtras):
+class PostgresLedger(extras.PostgresExtras, PostgresOperations):
     """The several-hosts backend (``postgresql://user@host/db``), on an asyncpg pool.
 
-    Notifications and the daily budget are in :mod:`videoworker.ledger.postgres_extras`.
+    Notifications and the daily budget are in :mod:`videoworker.ledger.postgres_extras`;
+    listing, retry and retention in :mod:`videoworker.ledger.postgres_operations`.
 
     ``schema`` puts the tables in that schema (created if missing) instead of the
     connection's default ``search_path``: for tests, or several deployments in one database.
@@ -137,7 +139,7 @@ class PostgresLedger(extras.PostgresExtras):
                 if row is None:
                     raise RuntimeError(f"job {record.request_id!r} conflicted but cannot be read")
                 existing = sql.job_record(row)
-            if reply is not None:
+            if reply is not None and (existing is None or existing.producer == record.producer):
                 await conn.execute(
                     "INSERT INTO reply_targets (request_id, reply_to, correlation_id) VALUES ($1, $2, $3)"
                     " ON CONFLICT DO NOTHING",

@@ -79,8 +79,21 @@ POSTGRES = Dialect(
 
 TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(state.value for state in TERMINAL))
 LIVE = "state NOT IN (" + ", ".join(f"'{value}'" for value in TERMINAL_VALUES) + ")"
+FINISHED = "state IN (" + ", ".join(f"'{value}'" for value in TERMINAL_VALUES) + ")"
 
-JOB_COLUMNS = ("request_id", "state", "model", "request", "job_id", "attempts", "data", "owner", "lease_until")
+JOB_COLUMNS = (
+    "request_id",
+    "state",
+    "model",
+    "request",
+    "job_id",
+    "attempts",
+    "data",
+    "owner",
+    "lease_until",
+    "created_at",
+    "updated_at",
+)
 OUTBOX_COLUMNS = ("id", "exchange", "routing_key", "body", "message_id", "request_id", "correlation_id")
 JOBS_SELECT = ", ".join(JOB_COLUMNS)
 OUTBOX_SELECT = ", ".join(OUTBOX_COLUMNS)
@@ -243,7 +256,17 @@ def transition_update(
 def job_record(row: Row) -> JobRecord:
     """A row selected as :data:`JOBS_SELECT`."""
     return JobRecord(
-        row[0], JobState(row[1]), row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8]
+        row[0],
+        JobState(row[1]),
+        row[2],
+        json.loads(row[3]),
+        row[4],
+        row[5],
+        json.loads(row[6]),
+        row[7],
+        row[8],
+        row[9],
+        row[10],
     )
 
 

@@ -36,6 +36,7 @@ from videoworker.ledger.base import (
     now,
     validate_move,
 )
+from videoworker.ledger.sqlite_operations import SQLiteOperations
 
 T = TypeVar("T")
 _BATCH = 512
@@ -45,8 +46,12 @@ _CLAIM = sql.claim_insert(sql.SQLITE, "INSERT OR IGNORE")
 _Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-class SQLiteLedger(extras.SQLiteExtras):
-    """The embedded default (``sqlite:///path``); notifications and the budget are in :mod:`.sqlite_extras`."""
+class SQLiteLedger(extras.SQLiteExtras, SQLiteOperations):
+    """The embedded default (``sqlite:///path``).
+
+    Notifications and the budget are in :mod:`.sqlite_extras`; listing, retry and
+    retention in :mod:`.sqlite_operations`.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -150,16 +155,16 @@ class SQLiteLedger(extras.SQLiteExtras):
     # --- the contract --------------------------------------------------------------------
     async def claim(self, record: JobRecord, reply: ReplyTarget | None) -> ClaimResult:
         def op(conn: sqlite3.Connection) -> ClaimResult:
-            cur = conn.execute(_CLAIM, sql.claim_values(record, now()))
-            if reply is not None:
+            created = conn.execute(_CLAIM, sql.claim_values(record, now())).rowcount == 1
+            existing = None if created else _get(conn, record.request_id)
+            if reply is not None and (existing is None or existing.producer == record.producer):
                 conn.execute(
                     "INSERT OR IGNORE INTO reply_targets VALUES (?,?,?)",
                     (record.request_id, reply.reply_to, reply.correlation_id or ""),
                 )
-            if cur.rowcount == 1:
+            if existing is None:
+                assert created, f"job {record.request_id!r} conflicted but cannot be read"
                 return ClaimResult(True, record)
-            existing = _get(conn, record.request_id)
-            assert existing is not None
             return ClaimResult(False, existing)
 
         return await self._run(op)
