@@ -24,7 +24,7 @@ GOOD = {"id": "i-1", "model": "google/veo-3.1", "prompt": "a boat", "duration": 
 async def test_a_good_request_is_claimed_then_accepted(rig: RigFactory) -> None:
     """The claim is durable before the verdict, and the engine holds the new job."""
     r = await rig()
-    verdict = await r.intake.take(delivery(GOOD, reply_to="q", correlation_id="c"))
+    verdict = await r.intake.take(delivery(GOOD, reply_to="amq.gen-q", correlation_id="c"))
     assert isinstance(verdict, Accept)
     row = await r.ledger.get("i-1")
     assert row is not None and row.owner == r.settings.instance_id and row.state is not JobState.FAILED
@@ -36,10 +36,10 @@ async def test_a_duplicate_is_accepted_and_never_submitted_again(rig: RigFactory
     r = await rig()
     assert isinstance(await r.intake.take(delivery(GOOD)), Accept)
     await r.final("i-1")
-    assert isinstance(await r.intake.take(delivery(GOOD, reply_to="late-q", correlation_id="late")), Accept)
+    assert isinstance(await r.intake.take(delivery(GOOD, reply_to="amq.gen-late", correlation_id="late")), Accept)
     while await r.relay.flush():
         pass
-    late = [m for m in r.publisher.messages if m.routing_key == "late-q"]
+    late = [m for m in r.publisher.messages if m.routing_key == "amq.gen-late"]
     assert len(late) == 1 and late[0].correlation_id == "late" and json.loads(late[0].body)["status"] == "completed"
     assert r.sim.stats()["submits"] == 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -68,12 +69,28 @@ async def test_oversized_message_is_refused(daemon: Any, observer: Observer, sim
 
 
 async def test_bad_input_without_reply_to_is_still_dead_lettered(daemon: Any, observer: Observer) -> None:
-    """No reply_to: nothing to answer, but the dead letter and the failed event on the exchange still happen."""
+    """No reply_to: nothing to answer, but the dead letter happens, and no event speaks for an id it guessed."""
     await daemon()
     await observer.publish(b"nonsense", reply=False, message_id="lonely")
-    await observer.wait(lambda: observer.dead and observer.finals("lonely"), what="dead letter and failed event")
-    assert observer.dead[0].headers["x-videoworker-error-code"] == "invalid_request"
-    assert observer.finals("lonely")[0]["error"]["code"] == "invalid_request"
+    await observer.publish(b'{"id": "victim-7", "prompt": 5', reply=False)
+    await observer.wait(lambda: len(observer.dead) == 2, what="two dead letters")
+    assert {d.headers["x-videoworker-error-code"] for d in observer.dead} == {"invalid_request"}
+    # a later good request's events have arrived: any event for the refused ones would have come first
+    await observer.publish({**GOOD, "id": "after-refusals"})
+    await observer.final("after-refusals")
+    await observer.wait(lambda: observer.finals("after-refusals"), what="the good request's final event")
+    assert observer.finals("lonely") == [] and observer.finals("victim-7") == []
+
+
+async def test_a_reply_to_outside_the_pattern_is_not_answered(daemon: Any, observer: Observer) -> None:
+    """A reply_to naming someone else's queue gets nothing, refused or not; the request itself still runs."""
+    await daemon()
+    queue = await observer.channel.declare_queue(f"someone-elses-{uuid.uuid4().hex[:8]}", auto_delete=True)
+    await observer.publish({**GOOD, "id": "aimed"}, reply_to=queue.name)
+    await observer.publish(b"nonsense", reply_to=queue.name, message_id="aimed-bad")
+    await observer.wait(lambda: observer.finals("aimed") and observer.dead, what="the job's final and the dead letter")
+    declared = await observer.channel.declare_queue(queue.name, passive=True)
+    assert declared.declaration_result.message_count == 0
 
 
 async def test_models_list_unavailable_falls_back_to_documented_values(
@@ -86,3 +103,17 @@ async def test_models_list_unavailable_falls_back_to_documented_values(
     await observer.wait(lambda: observer.replies, what="reply")
     assert observer.replies[0][0]["error"]["code"] == "model_unsupported"
     assert sim.stats()["submits"] == 0
+
+
+async def test_a_duplicate_from_another_producer_gets_id_in_use(daemon: Any, observer: Observer) -> None:
+    """RabbitMQ vouches for user_id; a second producer reusing the id learns nothing of the first's job."""
+    await daemon()
+    await observer.publish({**GOOD, "id": "owned"}, user_id="guest")
+    first = await observer.final("owned")
+    assert first["status"] == "completed"
+    await observer.publish({**GOOD, "id": "owned"})  # no user_id: not the producer that owns the id
+    await observer.wait(lambda: len(observer.reply_for("owned")) == 2, what="the intruder's answer")
+    answer = observer.reply_for("owned")[1]
+    assert answer["status"] == "failed" and answer["error"]["message"].startswith("id in use")
+    assert answer["job_id"] is None and answer["outputs"] == [] and answer["error"]["code"] == "invalid_request"
+    assert observer.dead and observer.dead[-1].headers["x-videoworker-error"].startswith("id in use")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -79,6 +80,11 @@ class Listener:
     @property
     def reply_queue(self) -> str:
         return f"{self.prefix}.replies"
+
+    @property
+    def reply_pattern(self) -> str:
+        """A durable, named reply queue (it must outlive a broker restart) is allowed by name."""
+        return re.escape(self.reply_queue)
 
     @property
     def events_queue(self) -> str:
@@ -338,7 +344,7 @@ async def test_rabbitmq_stop_app_for_30s_under_load(
     listener: Listener, daemon: Any, sim: SimulatorThread, broker_app_restored: None
 ) -> None:
     sim.configure(job_seconds=[3.0, 6.0])
-    d: Daemon = await daemon(health_port=0)
+    d: Daemon = await daemon(health_port=0, reply_to_pattern=listener.reply_pattern)
     settings = d.settings
     publishes = PublishWatch(d)
     await listener.start()
@@ -404,7 +410,10 @@ async def test_blackholed_connection_is_detected_then_recovers(
 ) -> None:
     sim.configure(job_seconds=[2.0, 5.0])
     d: Daemon = await daemon(
-        amqp_url=proxied_url(rabbit, proxy.port, f"?heartbeat={HEARTBEAT}"), health_port=0, publish_timeout=5.0
+        amqp_url=proxied_url(rabbit, proxy.port, f"?heartbeat={HEARTBEAT}"),
+        health_port=0,
+        publish_timeout=5.0,
+        reply_to_pattern=listener.reply_pattern,
     )
     settings = d.settings
     publishes = PublishWatch(d)
@@ -454,7 +463,12 @@ async def test_flapping_connection_loses_nothing(
     listener: Listener, proxy: TcpProxy, daemon: Any, sim: SimulatorThread, rabbit: str
 ) -> None:
     sim.configure(job_seconds=[1.0, 4.0])
-    d: Daemon = await daemon(amqp_url=proxied_url(rabbit, proxy.port), health_port=0, publish_timeout=5.0)
+    d: Daemon = await daemon(
+        amqp_url=proxied_url(rabbit, proxy.port),
+        health_port=0,
+        publish_timeout=5.0,
+        reply_to_pattern=listener.reply_pattern,
+    )
     settings = d.settings
     publishes = PublishWatch(d)
     await listener.start()

@@ -52,9 +52,10 @@ class Consumer:
         mid = message_id(verdict.request_id, "failed")
         try:
             await self._dead_letter(message, verdict)
-            await self._publish_quietly(self.settings.events_exchange, routing_key("failed"), verdict.event, mid)
-            if message.reply_to:
-                await self._publish_quietly("", message.reply_to, verdict.event, mid, message.correlation_id)
+            if verdict.announce:
+                await self._publish_quietly(self.settings.events_exchange, routing_key("failed"), verdict.event, mid)
+            if verdict.reply_to:
+                await self._publish_quietly("", verdict.reply_to, verdict.event, mid, message.correlation_id)
         except (ConnectionError, TimeoutError) as err:
             log.error("could not dead-letter a refused request; it goes back to the queue", error=str(err))
             await _later(message, Requeue("broker publish failed"))
@@ -100,6 +101,7 @@ def _delivery(message: AbstractIncomingMessage) -> Delivery:
         correlation_id=message.correlation_id,
         delivery_count=count if isinstance(count, int) else 0,
         tag=str(message.delivery_tag),
+        user_id=message.user_id,
     )
 
 

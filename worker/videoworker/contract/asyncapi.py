@@ -252,6 +252,11 @@ def _dead_letter_headers() -> dict[str, Any]:
             "x-videoworker-error-field": {**text, "description": "The offending field, when there is one."},
             "x-videoworker-instance": {**text, "description": "The instance_id of the daemon that refused it."},
             "x-original-reply-to": {**text, "description": "The request's reply_to, when it had one."},
+            "x-videoworker-replays": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "On a request republished by `videoworker dead-letters replay`: how often it was.",
+            },
         },
         "additionalProperties": True,
     }
