@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -490,11 +490,15 @@ class TestRetryAfter:
 
     @pytest.mark.asyncio
     async def test_error_carries_retry_after_date(self, tmp_path: Path) -> None:
-        """An HTTP-date Retry-After in the future becomes a positive number of seconds."""
-        header = format_datetime(datetime.now(UTC).replace(microsecond=0).replace(year=datetime.now(UTC).year + 1))
+        """An HTTP-date Retry-After in the future becomes a positive number of seconds, at most max_retry_after."""
+        soon = format_datetime(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=120), usegmt=True)
         with pytest.raises(RetryableError) as info:
-            await call(make_client(status(429, headers={"Retry-After": header})), "poll", tmp_path)
-        assert info.value.retry_after is not None and info.value.retry_after > 300 * 86400
+            await call(make_client(status(429, headers={"Retry-After": soon})), "poll", tmp_path)
+        assert info.value.retry_after is not None and 100 < info.value.retry_after <= 120
+        next_year = format_datetime(datetime.now(UTC).replace(microsecond=0).replace(year=datetime.now(UTC).year + 1))
+        with pytest.raises(RetryableError) as info:
+            await call(make_client(status(429, headers={"Retry-After": next_year})), "poll", tmp_path)
+        assert info.value.retry_after == 300.0
 
 
 # --- downloads -------------------------------------------------------------------------------

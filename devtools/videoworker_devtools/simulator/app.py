@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from videoworker_devtools.simulator import catalogue
+from videoworker_devtools.simulator import catalogue, hostile
 from videoworker_devtools.simulator.config import SimConfig
 from videoworker_devtools.simulator.state import Job, SimState
 from videoworker_devtools.simulator.validation import check_submit
@@ -61,7 +61,8 @@ def _injected(state: SimState, status: int) -> web.Response:
     headers = {}
     if status in _RETRY_AFTER_STATUSES:
         headers["Retry-After"] = retry_after_header(state.config.retry_after)
-    return _error(status, _INJECTED_MESSAGES.get(status, f"HTTP {status} (simulated)"), headers)
+    message = _INJECTED_MESSAGES.get(status, f"HTTP {status} (simulated)")
+    return _error(status, hostile.error_message(message, state.config.hostile), headers)
 
 
 def _abort(request: web.Request) -> web.Response:
@@ -184,7 +185,9 @@ async def _poll(request: web.Request) -> web.StreamResponse:
     if job is None:
         return _error(404, "Video generation job not found")
     job.polls += 1
-    return web.json_response(_job_view(job, _base_url(request), time.monotonic()))
+    view = _job_view(job, _base_url(request), time.monotonic())
+    bent = hostile.poll_answer(view, state.config.hostile)  # a response is an empty mapping: falsy
+    return web.json_response(view) if bent is None else bent
 
 
 async def _content(request: web.Request) -> web.StreamResponse:
@@ -208,7 +211,8 @@ async def _content(request: web.Request) -> web.StreamResponse:
     if state.chance(state.config.truncate_rate):
         state.counters["truncations"] += 1
         return await _truncated(request, data, state.rng.randint(1, len(data) - 1))
-    return web.Response(body=data, content_type="video/mp4")
+    bent = await hostile.content_answer(request, data, state.config.hostile)
+    return web.Response(body=data, content_type="video/mp4") if bent is None else bent
 
 
 async def _truncated(request: web.Request, data: bytes, cut: int) -> web.StreamResponse:
@@ -225,7 +229,9 @@ async def _truncated(request: web.Request, data: bytes, cut: int) -> web.StreamR
 
 async def _video_models(request: web.Request) -> web.StreamResponse:
     """``GET /videos/models``: the configured video catalogue."""
-    return web.json_response({"data": request.app[STATE_KEY].config.models})
+    config = request.app[STATE_KEY].config
+    bent = hostile.models_answer(config.hostile)
+    return web.json_response({"data": config.models}) if bent is None else bent
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from videoworker_devtools.simulator import catalogue
+from videoworker_devtools.simulator import catalogue, hostile
 
 
 def _number(name: str, value: Any) -> float:
@@ -91,6 +91,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "seed": _seed,
     "validate_capabilities": _flag,
     "models": _model_list,
+    "hostile": hostile.check_modes,
 }
 
 
@@ -117,6 +118,7 @@ class SimConfig:
     seed: int | None = None  #: RNG seed, for reproducible runs
     validate_capabilities: bool = False  #: 400 for options outside the model's lists
     models: list[dict[str, Any]] = field(default_factory=catalogue.default_video_models)
+    hostile: list[str] = field(default_factory=list)  #: answers bent like a compromised provider's (see hostile.py)
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():

@@ -4,6 +4,10 @@ Pure functions over status codes, headers and bytes; :class:`videoworker.provide
 calls them. The classification follows one rule: a submit costs money and has no
 idempotency key, so anything that may have reached the provider without a readable
 answer is :class:`~videoworker.errors.AmbiguousSubmit`, never retryable.
+
+Everything read here is untrusted: ``Retry-After`` is capped (a year-long wait would
+park a job for good), bodies go through :func:`~videoworker.provider.untrusted.load_json`,
+and error text through :func:`~videoworker.provider.scrub.scrub`.
 """
 
 from __future__ import annotations
@@ -22,21 +26,26 @@ from pydantic import ValidationError
 
 from videoworker.errors import AmbiguousSubmit, PermanentError, ProviderError, RetryableError
 from videoworker.provider.models import Job
+from videoworker.provider.scrub import scrub
+from videoworker.provider.untrusted import AnswerRefused, load_json
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 _RETRYABLE_STATUS = frozenset({408, 429, 503})
 # The request certainly never left: safe to repeat even a paid submit.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 _DETAIL_LIMIT = 300
+_HEADER_LIMIT = 64  # longer than any delta-seconds or HTTP-date
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None, *, cap: float | None = None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``None`` if absent or unreadable.
 
-    A date in the past gives 0. ``now`` (unix seconds) is for tests.
+    A negative value or a date in the past gives 0; anything longer than ``cap`` gives
+    ``cap`` (``max_retry_after``). Garbage, ``nan`` and ``inf`` read as absent. ``now``
+    (unix seconds) is for tests.
     """
     text = (value or "").strip()
-    if not text:
+    if not text or len(text) > _HEADER_LIMIT:
         return None
     try:
         seconds: float | None = float(text)
@@ -44,13 +53,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = _seconds_until(text, time.time() if now is None else now)
     if seconds is None or not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), math.inf if cap is None else cap)
 
 
 def _seconds_until(http_date: str, now: float) -> float | None:
     try:
         when = email.utils.parsedate_to_datetime(http_date)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -94,16 +103,8 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
         raise PermanentError(f"submit: request body is not JSON: {shorten(str(exc), 120)}", endpoint="submit") from None
 
 
-def json_or_none(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError:
-        return None
-
-
-def parse_job(content: bytes, *, keep_bare_id: bool) -> Job | None:
-    """The job in an answer body, or ``None``. ``keep_bare_id`` salvages the id from an odd submit answer."""
-    data = json_or_none(content)
+def parse_job(data: Any, *, keep_bare_id: bool) -> Job | None:
+    """The job in a parsed answer, or ``None``. ``keep_bare_id`` salvages the id from an odd submit answer."""
     if not isinstance(data, dict):
         return None
     try:
@@ -114,19 +115,26 @@ def parse_job(content: bytes, *, keep_bare_id: bool) -> Job | None:
 
 
 def error_detail(body: bytes) -> str:
-    """The provider's error text from ``{"error": {"code", "message", "metadata"}}``, else the body, shortened."""
-    data = json_or_none(body)
+    """The provider's error text from ``{"error": {"code", "message", "metadata"}}``, else the body; scrubbed."""
+    try:
+        data = load_json(body)
+    except AnswerRefused:
+        data = None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         message = str(error.get("message") or "no message")
-        notes = [f"code {error['code']}"] if error.get("code") is not None else []
+        notes = [f"code {_short(error['code'])}"] if error.get("code") is not None else []
         metadata = error.get("metadata")
         if isinstance(metadata, dict) and metadata.get("provider_name"):
-            notes.append(f"provider {metadata['provider_name']}")
-        return shorten(message + (f" ({', '.join(notes)})" if notes else ""))
+            notes.append(f"provider {_short(metadata['provider_name'])}")
+        return scrub(message + (f" ({', '.join(notes)})" if notes else ""), _DETAIL_LIMIT)
     if isinstance(error, str):
-        return shorten(error)
-    return shorten(body.decode("utf-8", "replace"))
+        return scrub(error, _DETAIL_LIMIT)
+    return scrub(body[: 8 * _DETAIL_LIMIT].decode("utf-8", "replace"), _DETAIL_LIMIT)
+
+
+def _short(value: object) -> str:
+    return str(value)[:80] if isinstance(value, str | int) else type(value).__name__
 
 
 def shorten(text: str, limit: int = _DETAIL_LIMIT) -> str:

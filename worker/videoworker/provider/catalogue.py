@@ -2,7 +2,10 @@
 
 The API's enums are open: new resolutions appear without notice, so the models list is
 the authority. When it cannot be fetched, :attr:`Catalogue.available` is False and the
-``capabilities`` plugin falls back to the documented values.
+``capabilities`` plugin falls back to the documented values. Whatever goes wrong while
+fetching (a refused answer, a bug) counts as "cannot be fetched": a bad models list must
+never fail the requests it was meant to check. Each list fetched also tells
+:func:`videoworker.metrics.known_models` which model names may become metric labels.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Protocol
 
 import structlog
 
+from videoworker import metrics
 from videoworker.errors import ProviderError
 from videoworker.provider.models import VideoModel
+from videoworker.provider.scrub import scrub
 
 
 class ModelLister(Protocol):
@@ -62,10 +67,12 @@ class CatalogueCache:
     async def _refresh(self) -> None:
         try:
             models = await self._client.video_models()
-        except ProviderError as exc:
-            log.warning("models list unavailable; checking against documented values", error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
+            error = exc.message if isinstance(exc, ProviderError) else scrub(f"{type(exc).__name__}: {exc}")
+            log.warning("models list unavailable; checking against documented values", error=error)
             # try again soon, not at every message
             self._fetched_at = time.monotonic() - self._ttl + _RETRY_FAILED_FETCH
             return
         self._current = Catalogue({m.id: m for m in models}, available=True)
         self._fetched_at = time.monotonic()
+        metrics.known_models(self._current.models)

@@ -14,18 +14,30 @@ connect error, ConnectTimeout, PoolTimeout        RetryableError       Retryable
 timeout, reset or protocol error after sending    AmbiguousSubmit      RetryableError
 500, 502, 504, 524, 529, any other 5xx            AmbiguousSubmit      RetryableError
 2xx without a readable job id                     AmbiguousSubmit      RetryableError (no JSON)
+2xx over 1 MiB, nested over 64 deep, or encoded   AmbiguousSubmit      PermanentError
 400, 401, 402, 403, 404, 413, 422, other 4xx/3xx  PermanentError       PermanentError
 ================================================  ===================  ===========================
 
-Every error carries ``status``, ``retry_after`` (from ``Retry-After``) and ``endpoint``
-(``submit``, ``poll``, ``content`` or ``models``); no message ever carries the API key.
+Every error carries ``status``, ``retry_after`` (from ``Retry-After``, capped at
+``max_retry_after``) and ``endpoint`` (``submit``, ``poll``, ``content`` or ``models``);
+no message ever carries the API key, and the provider's text in it is scrubbed
+(:func:`~videoworker.provider.scrub.scrub`).
+
+Answers are untrusted (:mod:`videoworker.provider.untrusted`). Every request asks for
+``Accept-Encoding: identity`` and bodies are read raw. An oversized, too deep or
+compressed answer is the provider misbehaving, not a passing fault, so a GET that gets
+one fails for good; a submit that gets one may still have created the job. A completed
+job listing more than ``max_outputs_per_job`` outputs is refused before anything is
+downloaded, and a download must finish within ``download_deadline``. These bounds come
+from :class:`ProviderLimits`, built from the settings by whoever builds the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -33,65 +45,36 @@ from typing import Any, Self
 import httpx
 from pydantic import ValidationError
 
-from videoworker.errors import (
-    AmbiguousSubmit,
-    ConfigError,
-    PermanentError,
-    ProviderError,
-    RetryableError,
-)
+from videoworker.errors import AmbiguousSubmit, DownloadError, PermanentError, ProviderError, RetryableError
 from videoworker.provider.answers import (
     encode_body,
     error_detail,
     is_job_id,
     job_path,
-    json_or_none,
     parse_job,
     parse_retry_after,
-    shorten,
     status_error_class,
     transport_error_class,
 )
-from videoworker.provider.download import read_capped, save
+from videoworker.provider.bodies import read_answer, read_capped
+from videoworker.provider.download import save
 from videoworker.provider.models import Download, Job, VideoModel
+from videoworker.provider.origin import OriginBearerAuth, attribution_headers, base_url_of, origin
+from videoworker.provider.scrub import ERROR_TEXT_LIMIT, scrub
+from videoworker.provider.untrusted import MAX_ANSWER_BYTES, AnswerRefused, ProviderLimits, load_json
 
 log = logging.getLogger(__name__)
 
 _ACCEPTED = frozenset({200, 201, 202})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_MESSAGE_LIMIT = 600
 _ERROR_BODY_LIMIT = 64 * 1024
-
-_Origin = tuple[str, str, int]
-
-
-def _origin(url: httpx.URL) -> _Origin:
-    return (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0))
-
-
-class _OriginBearerAuth(httpx.Auth):
-    """Adds ``Authorization: Bearer …`` to requests for the OpenRouter origin, and to no other host.
-
-    A signed storage URL or any other host reached through the same client never sees the key.
-    """
-
-    def __init__(self, api_key: str, origin: _Origin) -> None:
-        self._header = f"Bearer {api_key}"
-        self._origin = origin
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if _origin(request.url) == self._origin:
-            request.headers["Authorization"] = self._header
-        yield request
-
-    def __repr__(self) -> str:
-        return f"_OriginBearerAuth(origin={self._origin!r})"
 
 
 class OpenRouterClient:
     """Typed calls to OpenRouter's video API. Build one per process and close it at shutdown.
 
-    ``transport`` is for tests (``httpx.MockTransport``) and the simulator.
+    ``transport`` is for tests (``httpx.MockTransport``) and the simulator; ``limits``
+    carries the settings that bound what the provider may send
+    (:meth:`ProviderLimits.from_settings`), the settings' defaults when omitted.
     """
 
     def __init__(
@@ -105,14 +88,17 @@ class OpenRouterClient:
         max_connections: int = 256,
         app_title: str | None = "videoworker",
         app_url: str | None = None,
+        limits: ProviderLimits | None = None,
     ) -> None:
-        base = _base_url(base_url)
-        self._base_origin = _origin(base)
+        base = base_url_of(base_url)
+        self._base_origin = origin(base)
         self._secret = api_key or ""
+        self.limits = limits or ProviderLimits()
         self._http = httpx.AsyncClient(
             base_url=base,
-            auth=_OriginBearerAuth(api_key, self._base_origin) if api_key else None,
-            headers=_attribution_headers(app_title, app_url),
+            auth=OriginBearerAuth(api_key, self._base_origin) if api_key else None,
+            # identity: no decompression bomb, and Content-Length counts the bytes we keep
+            headers={**attribution_headers(app_title, app_url), "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
@@ -147,23 +133,29 @@ class OpenRouterClient:
         content = encode_body(body)
         where = "submit POST /videos"
         headers = {"Content-Type": "application/json"}
-        response = await self._send("submit", where, "POST", "/videos", content=content, headers=headers)
-        self._raise_for_status("submit", where, response, response.content)
-        job = parse_job(response.content, keep_bare_id=True) if response.status_code in _ACCEPTED else None
+        status, data = await self._call("submit", where, "POST", "/videos", content=content, headers=headers)
+        job = parse_job(data, keep_bare_id=True) if status in _ACCEPTED else None
         if job is None or not is_job_id(job.id):
-            detail = f"HTTP {response.status_code} but the answer carries no usable job id; it may have been accepted"
-            raise AmbiguousSubmit(f"{where}: {detail}", status=response.status_code, endpoint="submit")
+            detail = f"HTTP {status} but the answer carries no usable job id; it may have been accepted"
+            raise AmbiguousSubmit(f"{where}: {detail}", status=status, endpoint="submit")
         return job
 
     async def poll(self, job_id: str) -> Job:
-        """GET the job's current state; called on the poll schedule until :attr:`Job.is_terminal`."""
+        """GET the job's current state; called on the poll schedule until :attr:`Job.is_terminal`.
+
+        A completed job listing more than ``max_outputs`` outputs raises
+        :class:`PermanentError`: nothing of it is downloaded.
+        """
         path = job_path(job_id, "poll")
         where = f"poll GET {path}"
-        response = await self._send("poll", where, "GET", path)
-        self._raise_for_status("poll", where, response, response.content)
-        job = parse_job(response.content, keep_bare_id=False)
+        status, data = await self._call("poll", where, "GET", path)
+        job = parse_job(data, keep_bare_id=False)
         if job is None:
-            raise RetryableError(f"{where}: answer is not a job", status=response.status_code, endpoint="poll")
+            raise RetryableError(f"{where}: answer is not a job", status=status, endpoint="poll")
+        listed = max(len(job.unsigned_urls), len(job.urls))
+        if job.status == "completed" and listed > self.limits.max_outputs:
+            detail = f"the job lists {listed} outputs, over max_outputs_per_job={self.limits.max_outputs}"
+            raise PermanentError(f"{where}: {detail}; nothing downloaded", status=status, endpoint="poll")
         return job
 
     async def download(self, job_id: str, index: int, dest: Path, *, max_bytes: int) -> Download:
@@ -173,17 +165,24 @@ class OpenRouterClient:
         any failure. The file is checked as it arrives: at most ``max_bytes``, exactly the
         announced ``Content-Length``, and an MP4 (``ftyp`` at byte 4), so a JSON error body
         is never stored as a video. HTTP failures raise as for :meth:`poll`; a cut, oversized
-        or non-MP4 body raises :class:`DownloadError`.
+        or non-MP4 body raises :class:`DownloadError`, and so does one not finished within
+        ``download_deadline`` seconds of the request (retryable).
         """
         path = f"{job_path(job_id, 'content')}/content"
         where = f"content GET {path}?index={index}"
-        if index < 0 or max_bytes <= 0:
-            raise PermanentError(f"{where}: index must be >= 0 and max_bytes > 0", endpoint="content")
+        if not 0 <= index < self.limits.max_outputs or max_bytes <= 0:
+            detail = f"index must be in [0, {self.limits.max_outputs}) and max_bytes > 0"
+            raise PermanentError(f"{where}: {detail}", endpoint="content")
+        deadline = asyncio.timeout(self.limits.download_deadline)
         try:
-            return await self._download(where, path, index, dest, max_bytes)
-        except BaseException:
+            async with deadline:
+                return await self._download(where, path, index, dest, max_bytes)
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 dest.unlink(missing_ok=True)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                limit = f"download_deadline={self.limits.download_deadline:g}s"
+                raise DownloadError(f"{where}: not finished within {limit}", retryable=True) from None
             raise
 
     async def video_models(self) -> list[VideoModel]:
@@ -198,7 +197,7 @@ class OpenRouterClient:
                 models.append(VideoModel.model_validate(entry))
             except ValidationError:
                 name = entry.get("id") if isinstance(entry, dict) else type(entry).__name__
-                log.warning("skipping a video model entry that does not parse: %.100r", name)
+                log.warning("skipping a video model entry that does not parse: %.100r", scrub(str(name), 100))
         return models
 
     async def models(self, output_modalities: str | None = "video") -> list[dict[str, Any]]:
@@ -211,7 +210,7 @@ class OpenRouterClient:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    async def _send(
+    async def _call(
         self,
         endpoint: str,
         where: str,
@@ -221,11 +220,29 @@ class OpenRouterClient:
         params: Mapping[str, str | int] | None = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> tuple[int, Any]:
+        """Send a request and read its JSON answer: ``(status, value)``, ``value`` None when the 2xx is not JSON.
+
+        A non-2xx raises its typed error; a 2xx answer too big, too deep or encoded raises
+        :meth:`_refused`. Only the first bytes of an error body are read.
+        """
+        status = 0
         try:
-            return await self._http.request(method, path, params=params, content=content, headers=headers)
+            async with self._http.stream(method, path, params=params, content=content, headers=headers) as response:
+                status = response.status_code
+                if not response.is_success:
+                    self._raise_for_status(endpoint, where, response, await read_capped(response, _ERROR_BODY_LIMIT))
+                body = await read_answer(response, MAX_ANSWER_BYTES)
+            return status, load_json(body)
         except httpx.RequestError as exc:
             raise self._request_error(endpoint, where, exc) from None
+        except AnswerRefused as exc:
+            raise self._refused(endpoint, where, status, exc) from None
+
+    def _refused(self, endpoint: str, where: str, status: int, exc: AnswerRefused) -> ProviderError:
+        # A broken or hostile answer will not mend on a retry; a submit's job may exist all the same.
+        cls = AmbiguousSubmit if endpoint == "submit" else PermanentError
+        return cls(self._clean(f"{where}: {exc}"), status=status, endpoint=endpoint)
 
     def _request_error(self, endpoint: str, where: str, exc: httpx.RequestError) -> ProviderError:
         """The typed error for a request that got no HTTP answer (httpx text carries the URL only)."""
@@ -235,65 +252,36 @@ class OpenRouterClient:
         return cls(self._clean(message), endpoint=endpoint)
 
     def _raise_for_status(self, endpoint: str, where: str, response: httpx.Response, body: bytes) -> None:
-        """Raise the typed error for a non-2xx answer; ``body`` is the (possibly capped) answer body."""
+        """Raise the typed error for a non-2xx answer; ``body`` is the (capped) answer body."""
         status = response.status_code
         if 200 <= status < 300:
             return
         cls = status_error_class(endpoint, status)
         detail = error_detail(body)
         message = f"{where}: HTTP {status}" + (f": {detail}" if detail else "")
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), cap=self.limits.max_retry_after)
         raise cls(self._clean(message), status=status, retry_after=retry_after, endpoint=endpoint)
 
     def _clean(self, message: str) -> str:
         # The provider's own text might echo the key back; never let it into a message.
         if len(self._secret) >= 6:
             message = message.replace(self._secret, "***")
-        return shorten(message, _MESSAGE_LIMIT)
+        return scrub(message, ERROR_TEXT_LIMIT)
 
     async def _get_data(self, path: str, params: Mapping[str, str] | None) -> list[Any]:
         where = f"models GET {path}"
-        response = await self._send("models", where, "GET", path, params=params)
-        self._raise_for_status("models", where, response, response.content)
-        data = json_or_none(response.content)
+        status, data = await self._call("models", where, "GET", path, params=params)
         entries = data.get("data") if isinstance(data, dict) else None
         if not isinstance(entries, list):
-            raise RetryableError(f"{where}: answer has no data list", status=response.status_code, endpoint="models")
+            raise RetryableError(f"{where}: answer has no data list", status=status, endpoint="models")
         return entries
 
     async def _download(self, where: str, path: str, index: int, dest: Path, max_bytes: int) -> Download:
-        # identity: Content-Length then counts the bytes we store, and no decompression bomb.
-        headers = {"Accept-Encoding": "identity"}
         try:
-            async with self._http.stream("GET", path, params={"index": index}, headers=headers) as response:
+            async with self._http.stream("GET", path, params={"index": index}) as response:
                 if not response.is_success:
                     body = await read_capped(response, _ERROR_BODY_LIMIT)
                     self._raise_for_status("content", where, response, body)
-                return await save(where, response, dest, max_bytes)
+                return await save(where, response, dest, max_bytes, self.limits.file_mode)
         except httpx.RequestError as exc:  # before any body byte: save() handles cuts mid-body
             raise self._request_error("content", where, exc) from None
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def _base_url(base_url: str) -> httpx.URL:
-    # The message never echoes the URL: it could carry credentials in its userinfo.
-    problem = ConfigError("openrouter_base_url must be an http(s) URL such as https://openrouter.ai/api/v1")
-    try:
-        base = httpx.URL(base_url.rstrip("/"))
-    except httpx.InvalidURL:
-        raise problem from None
-    if base.scheme not in _DEFAULT_PORTS or not base.host:
-        raise problem
-    return base
-
-
-def _attribution_headers(app_title: str | None, app_url: str | None) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if app_title:
-        headers["X-OpenRouter-Title"] = app_title
-        headers["X-Title"] = app_title  # the older name, still read by OpenRouter
-    if app_url:
-        headers["HTTP-Referer"] = app_url
-    return headers

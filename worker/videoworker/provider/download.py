@@ -1,14 +1,28 @@
 """Streaming a video download to disk: the body is size-capped, length-checked, MP4-checked, hashed and fsynced.
 
 This module owns what happens to the bytes of a content answer once the HTTP status is
-known to be 2xx (:func:`save`), and the capped read of an error body (:func:`read_capped`).
-:class:`videoworker.provider.client.OpenRouterClient` sends the request and maps HTTP failures;
-a cut, oversized or non-MP4 body, or a local write failure, raises :class:`DownloadError` here.
+known to be 2xx (:func:`save`). :class:`videoworker.provider.client.OpenRouterClient`
+sends the request, maps HTTP failures and enforces the download deadline; a cut,
+oversized, content-encoded or non-MP4 body, or a local write failure, raises
+:class:`DownloadError` here.
+
+The answer is untrusted, and so is whatever sits at the destination path:
+
+- The body is stored exactly as it came (raw bytes, no decoding): a ``Content-Encoding``
+  other than identity is refused, since httpx would otherwise inflate a 1 MB gzip into
+  a 1 GiB file, past every check made on the wire.
+- The file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` after unlinking any
+  leftover (``unlink`` removes a symlink, never its target), so a symlink planted at
+  the path is never followed. Its mode is ``file_mode`` exactly (set on the descriptor,
+  so a service ``UMask=0077`` does not silently turn 0640 into 0600).
+- The recorded media type comes from an allowlist, else ``video/mp4``
+  (:func:`~videoworker.provider.untrusted.video_type` says why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -17,20 +31,13 @@ from typing import IO
 import httpx
 
 from videoworker.errors import DownloadError
+from videoworker.provider.bodies import raw_chunks, refuse_coding
 from videoworker.provider.models import Download
+from videoworker.provider.untrusted import AnswerRefused, video_type
 
 _WRITE_BATCH = 1 << 20  # write to disk in 1 MiB batches so the event loop is never blocked long
 _MP4_BRAND = b"ftyp"
-
-
-async def read_capped(response: httpx.Response, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a streamed (error) body: enough for a message, never a whole video."""
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) >= limit:
-            break
-    return bytes(body[:limit])
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _content_length(response: httpx.Response) -> int | None:
@@ -41,21 +48,24 @@ def _content_length(response: httpx.Response) -> int | None:
     return value if value >= 0 else None
 
 
-async def save(where: str, response: httpx.Response, dest: Path, max_bytes: int) -> Download:
-    """Stream the body of a 2xx content answer into ``dest``, checking it on the way."""
+async def save(where: str, response: httpx.Response, dest: Path, max_bytes: int, mode: int = 0o600) -> Download:
+    """Stream the body of a 2xx content answer into a new file ``dest`` with permissions ``mode``, checking it."""
+    try:
+        refuse_coding(response)
+    except AnswerRefused as exc:
+        raise DownloadError(f"{where}: {exc}", retryable=False) from None
     expected = _content_length(response)
     if expected is not None and expected > max_bytes:
         raise DownloadError(f"{where}: {expected} bytes announced, over the {max_bytes}-byte cap", retryable=False)
     try:
-        sink = _Sink(where, dest, max_bytes)
+        sink = _Sink(where, dest, max_bytes, mode)
     except OSError as exc:
         raise _write_error(where, exc) from None
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in raw_chunks(response):
             sink.feed(chunk)
-        received = _wire_bytes(response, sink.size)
-        if expected is not None and received != expected:
-            raise DownloadError(f"{where}: truncated, {received} of {expected} bytes", retryable=True)
+        if expected is not None and sink.size != expected:
+            raise DownloadError(f"{where}: truncated, {sink.size} of {expected} bytes", retryable=True)
         sink.check_complete()
         await sink.finish()
     except httpx.RequestError as exc:
@@ -64,14 +74,8 @@ async def save(where: str, response: httpx.Response, dest: Path, max_bytes: int)
         raise _write_error(where, exc) from None
     finally:
         sink.abort()
-    content_type = response.headers.get("Content-Type", "video/mp4").split(";")[0].strip() or "video/mp4"
+    content_type = video_type(response.headers.get("Content-Type"))
     return Download(path=dest, bytes=sink.size, sha256=sink.sha256, content_type=content_type)
-
-
-def _wire_bytes(response: httpx.Response, decoded: int) -> int:
-    """Bytes as sent, to compare with Content-Length: the decoded count unless a content coding applies."""
-    coding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    return decoded if coding in ("", "identity") else response.num_bytes_downloaded
 
 
 def _write_error(where: str, exc: OSError) -> DownloadError:
@@ -82,10 +86,10 @@ def _write_error(where: str, exc: OSError) -> DownloadError:
 class _Sink:
     """Counts, hashes, checks and writes one download; the file is written in large batches."""
 
-    def __init__(self, where: str, dest: Path, max_bytes: int) -> None:
+    def __init__(self, where: str, dest: Path, max_bytes: int, mode: int) -> None:
         self._where = where
         self._max = max_bytes
-        self._file: IO[bytes] = open(dest, "wb")  # noqa: SIM115 (closed by finish() or abort())
+        self._file: IO[bytes] = _create(dest, mode)
         self._owned = True
         self._hash = hashlib.sha256()
         self._pending = bytearray()
@@ -133,6 +137,19 @@ class _Sink:
     def _write_pending(self) -> None:
         self._file.write(self._pending)
         self._pending.clear()
+
+
+def _create(dest: Path, mode: int) -> IO[bytes]:
+    """A new, empty file at ``dest`` with exactly ``mode``; whatever was there (a leftover, a symlink) is removed."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dest)  # removes a symlink itself, never what it points to
+    fd = os.open(dest, _CREATE, mode)  # O_EXCL: if anything reappeared in between, fail rather than follow it
+    try:
+        os.fchmod(fd, mode)  # the umask would otherwise narrow it
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _fsync_and_close(file: IO[bytes]) -> None:

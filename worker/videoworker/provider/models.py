@@ -5,6 +5,12 @@ answer, :class:`Download` a video saved to disk by the client. The provider's en
 open and new fields appear without notice, so every model keeps unknown fields
 (``extra="allow"``), statuses and capability values stay plain strings, and a ``None``
 capability list means "unknown, not restricted", never "nothing supported".
+
+Answers are untrusted (:mod:`videoworker.provider.untrusted`), and what a job reports
+flows into events and the ledger, so a job's fields are bounded here, where they are
+parsed: a cost that is not a finite, non-negative number is unknown (``None``), the
+error text is scrubbed (:func:`~videoworker.provider.scrub.scrub`), and an oversized
+``generation_id`` or ``usage`` extra is dropped rather than carried into every event.
 """
 
 from __future__ import annotations
@@ -14,10 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from videoworker.provider.scrub import scrub
+from videoworker.provider.untrusted import finite_cost
 
 #: Job statuses after which the provider never changes the job again.
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+#: Longest ``generation_id`` kept; OpenRouter's are ~40 characters.
+_ID_LIMIT = 256
+#: Largest ``usage`` report (as JSON) kept whole; past it only ``cost`` and ``is_byok`` remain.
+_USAGE_LIMIT = 4096
 
 
 class UpscaleFactor(BaseModel):
@@ -73,6 +86,24 @@ class Usage(BaseModel):
     cost: float | None = None
     is_byok: bool | None = None
 
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _known_cost(cls, value: Any) -> float | None:
+        # NaN made the final event unserialisable and a negative cost broke the cost counter.
+        return finite_cost(value)
+
+    @field_validator("is_byok", mode="before")
+    @classmethod
+    def _flag_or_unknown(cls, value: Any) -> bool | None:
+        return value if isinstance(value, bool) else None
+
+    @model_validator(mode="after")
+    def _bounded_extras(self) -> Usage:
+        extra = self.__pydantic_extra__
+        if extra and len(json.dumps(extra, default=str)) > _USAGE_LIMIT:
+            extra.clear()
+        return self
+
 
 class Job(BaseModel):
     """A generation job as the provider reports it after a submit or a poll.
@@ -109,11 +140,24 @@ class Job(BaseModel):
     @classmethod
     def _error_as_text(cls, value: Any) -> Any:
         # The SDK says str, but a structured error must not make the whole poll unreadable.
+        if value is None:
+            return None
         if isinstance(value, dict) and isinstance(value.get("message"), str):
-            return value["message"]
-        if value is not None and not isinstance(value, str):
-            return json.dumps(value, default=str)
-        return value
+            value = value["message"]
+        elif not isinstance(value, str):
+            value = json.dumps(value, default=str)
+        return scrub(value) or None  # provider text goes into the failed event
+
+    @field_validator("generation_id", mode="before")
+    @classmethod
+    def _short_id(cls, value: Any) -> Any:
+        return value if not isinstance(value, str) or len(value) <= _ID_LIMIT else None
+
+    @field_validator("usage", mode="before")
+    @classmethod
+    def _usage_object(cls, value: Any) -> Any:
+        # A usage that is not an object is unknown, not a reason to lose the whole answer.
+        return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
