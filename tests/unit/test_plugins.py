@@ -37,7 +37,8 @@ from videoworker import (
     hookimpl,
     plugin_settings,
 )
-from videoworker.config import describe, load_settings
+from videoworker.config import load_settings
+from videoworker.config_report import describe
 from videoworker.default_plugins import capabilities, local
 from videoworker.plugins.hooks import Hooks
 from videoworker.plugins.manager import ESSENTIAL_PLUGINS, describe_plugins, make_plugin_manager

@@ -3,13 +3,24 @@
 The copy lands in a temporary file beside its target, is fsynced, then renamed, so a
 reader never sees half a video and a repeat after a crash rewrites the same path.
 Settings (``[plugins.local]``): ``dir`` overrides ``<data_dir>/videos``.
+
+Videos are private: each file is created 0600, or 0640 with ``file_mode = "0640"`` (for a
+group that serves them), whatever the umask; the folders this plugin creates are 0700,
+or 0750 with 0640 (a group that may read the files must be able to reach them). Folders
+that already exist keep their mode. A symbolic link in place of the videos folder, a
+job's folder or the download is refused (:class:`StorageError`), never followed: whoever
+can write into the data folder must not make the daemon write, or copy, anywhere else.
+The videos folder's parent is the operator's and may be a link; ``dir`` itself may not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,30 +31,98 @@ if TYPE_CHECKING:
 
 NAME = "local"
 
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 # trylast: a default any other storage plugin runs before, so an installed store (S3, …)
 # becomes the primary location and the local copy an extra one
 @hookimpl(trylast=True)
 async def videoworker_store_output(request: VideoRequest, output: OutputFile, settings: Settings) -> StoredOutput:
     """Copy the output into place atomically and return its ``file://`` URI."""
-    root = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos").resolve()
-    target = (root / output.request_id / f"{output.index}.mp4").resolve()
-    if target.parent.parent != root:
+    configured = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos")
+    root = configured.parent.resolve() / configured.name
+    if output.request_id in ("", ".", "..") or os.sep in output.request_id:
         raise StorageError(f"request id {output.request_id!r} does not name a directory under {root}")
-    await asyncio.to_thread(_place, output.path, target)
+    target = root / output.request_id / f"{output.index}.mp4"
+    await asyncio.to_thread(_place, output.path, target, int(settings.file_mode, 8))
     return StoredOutput(NAME, target.as_uri())
 
 
-def _place(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+def _place(source: Path, target: Path, mode: int) -> None:
+    folder_mode = 0o750 if mode & 0o040 else 0o700
+    target.parent.parent.parent.mkdir(parents=True, exist_ok=True)
+    root = _open_dir(str(target.parent.parent), None, folder_mode, f"videos folder {target.parent.parent}")
     try:
-        os.fsync(dir_fd)
+        folder = _open_dir(target.parent.name, root, folder_mode, f"job folder {target.parent}")
     finally:
-        os.close(dir_fd)
+        os.close(root)
+    try:
+        _write(source, target, folder, mode)
+        os.fsync(folder)  # the rename itself is durable
+    finally:
+        os.close(folder)
+
+
+def _open_dir(name: str, parent: int | None, mode: int, what: str) -> int:
+    """Open a folder, made with ``mode`` when missing, without following a link in its place."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent)
+        created = True
+    except FileExistsError:
+        created = False
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent)
+    except OSError as exc:
+        _refuse_link(exc, name, parent, what)
+        raise
+    if created:
+        os.fchmod(fd, mode)  # the umask must not take away the group's access when 0640 is asked for
+    return fd
+
+
+def _write(source: Path, target: Path, folder: int, mode: int) -> None:
+    """Copy ``source`` to a fresh temporary file in ``folder``, fsync it, and rename it over ``target``."""
+    tmp = f".{target.name}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=folder)  # a crashed run's leftover; unlinking a link leaves its target alone
+    dst = os.open(tmp, _NEW_FILE, mode, dir_fd=folder)
+    try:
+        os.fchmod(dst, mode)
+        _copy(source, dst)
+        os.fsync(dst)
+        os.replace(target.parent / tmp, target)
+        _check_landed(target, folder, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
+    finally:
+        os.close(dst)
+
+
+def _copy(source: Path, dst: int) -> None:
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        _refuse_link(exc, str(source), None, f"download {source}")
+        raise
+    with open(src, "rb") as reader, open(dst, "wb", closefd=False) as writer:
+        shutil.copyfileobj(reader, writer, 1024 * 1024)
+
+
+def _check_landed(target: Path, folder: int, written: int) -> None:
+    """The rename went by path: make sure it put our file in the folder that was checked, not a swapped-in one."""
+    mine = os.fstat(written)
+    try:
+        landed = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        landed = None
+    if landed is None or (landed.st_dev, landed.st_ino) != (mine.st_dev, mine.st_ino):
+        raise StorageError(f"{target.parent} was replaced while the video was stored into it; refusing the result")
+
+
+def _refuse_link(exc: OSError, name: str, parent: int | None, what: str) -> None:
+    """Turn "open refused a link" into a :class:`StorageError` that says so; other errors pass."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(os.lstat(name, dir_fd=parent).st_mode):
+        raise StorageError(f"the {what} is a symbolic link; refusing to follow it") from None
