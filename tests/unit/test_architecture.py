@@ -130,11 +130,3 @@ def test_the_product_wheel_carries_one_package_and_no_dev_tools(tmp_path: Path) 
     assert not [n for n in names if "simulator" in n or "devtools" in n]
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert not [r for r in requires if re.search(r"(?i)pillow|imageio", r)], requires
-
-
-def test_the_container_copies_only_the_product() -> None:
-    """The Dockerfile installs the product (and chosen plugins) and copies neither devtools/ nor tests/."""
-    text = (ROOT / "Dockerfile").read_text()
-    copies = [line.split()[1] for line in text.splitlines() if line.startswith("COPY")]
-    assert set(copies) <= {"pyproject.toml", "worker", "plugins"}, copies
-    assert "ARG PLUGINS" in text and "${PLUGINS}" in text

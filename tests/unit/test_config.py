@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from videoworker.config import Settings, describe, load_settings, redact_url
+from videoworker.config import Settings, load_settings, redact_url
+from videoworker.config_report import describe
 from videoworker.errors import ConfigError
 
 
@@ -187,7 +189,8 @@ def test_api_key_from_credentials_directory(monkeypatch: pytest.MonkeyPatch, tmp
     assert s.openrouter_api_key.get_secret_value() == "sk-from-credential"
 
 
-def test_credential_beats_toml_and_env_beats_credential(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_credential_beats_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A systemd credential is preferred to the TOML file."""
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "openrouter_api_key").write_text("sk-from-credential")
@@ -195,9 +198,33 @@ def test_credential_beats_toml_and_env_beats_credential(monkeypatch: pytest.Monk
     path = write_toml(tmp_path / "c.toml", TOML)
     key = load_settings(path).openrouter_api_key
     assert key is not None and key.get_secret_value() == "sk-from-credential"
-    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-from-env")
-    key = load_settings(path).openrouter_api_key
-    assert key is not None and key.get_secret_value() == "sk-from-env"
+
+
+@pytest.mark.parametrize(
+    ("credential", "env", "value"),
+    [
+        ("openrouter_api_key", "OPENROUTER_API_KEY", "sk-or-v1-REPLACE-ME"),
+        ("amqp_url", "VIDEOWORKER_AMQP_URL", "amqp://videoworker:REPLACE-ME@rabbitmq.internal:5672/"),
+        ("ledger_url", "VIDEOWORKER_LEDGER_URL", "postgresql://vw:REPLACE-ME@db/vw"),
+    ],
+)
+def test_a_secret_set_as_credential_and_env_differently_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, credential: str, env: str, value: str
+) -> None:
+    """An env file's placeholder must not silently replace the real credential: the start is refused, naming both."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    real = {"openrouter_api_key": "sk-real", "amqp_url": "amqp://vw:real@h/", "ledger_url": "sqlite:///real.db"}
+    (creds / credential).write_text(real[credential] + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    message = str(info.value)
+    assert credential in message and env in message
+    assert "REPLACE-ME" not in message and "real" not in message.replace("credential", "")
+    monkeypatch.setenv(env, real[credential])  # the same value twice is fine
+    load_settings(None)
 
 
 def test_no_credentials_directory_means_no_key() -> None:
@@ -320,3 +347,53 @@ def test_redact_url(url: str, shown: str) -> None:
 
 def test_redact_url_keeps_ipv6_brackets() -> None:
     assert redact_url("amqp://u:pw@[::1]:5672/") == "amqp://u:***@[::1]:5672/"
+
+
+def test_the_example_env_file_holds_no_secret() -> None:
+    """The example an operator copies sets no key and no password, so it cannot shadow a credential."""
+    example = (Path(__file__).resolve().parents[2] / "config" / "videoworker.env.example").read_text()
+    assignments = [line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")]
+    assert assignments, "the example sets nothing"
+    for name, value in assignments:
+        assert "KEY" not in name and "SECRET" not in name, name
+        assert not re.search(r"://[^/@\s]+:[^@\s]+@", value), f"{name} carries a password"
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://openrouter.ai/api/v1", True),
+        ("http://127.0.0.1:8090/api/v1", True),
+        ("http://localhost:8090/api/v1", True),
+        ("http://[::1]:8090/api/v1", True),
+        ("http://openrouter.ai/api/v1", False),
+        ("http://10.0.0.5/api/v1", False),
+    ],
+)
+def test_a_plain_http_base_url_is_refused_off_loopback(url: str, allowed: bool) -> None:
+    """The key must not cross a network in clear: http only to loopback, or with allow_insecure_base_url."""
+    if allowed:
+        load_settings(None, openrouter_base_url=url)
+        return
+    with pytest.raises(ConfigError, match="allow_insecure_base_url"):
+        load_settings(None, openrouter_base_url=url)
+    assert load_settings(None, openrouter_base_url=url, allow_insecure_base_url=True).openrouter_base_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://user:s3cret@host:5672/vh", "amqp://user:***@host:5672/vh"),
+        (
+            "postgresql://app@db/videos?sslpassword=s3cret&sslmode=require",
+            "postgresql://app@db/videos?sslpassword=***&sslmode=***",
+        ),
+        ("https://api.example/v1?token=s3cret", "https://api.example/v1?token=***"),
+        ("sqlite:////var/lib/videoworker/ledger.sqlite3", "sqlite:////var/lib/videoworker/ledger.sqlite3"),
+        ("http://[::1", "<unparsable URL>"),
+    ],
+)
+def test_urls_are_shown_without_passwords_or_query_values(url: str, shown: str) -> None:
+    from videoworker.urls import redact_url
+
+    assert redact_url(url) == shown

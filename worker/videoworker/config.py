@@ -13,10 +13,9 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -28,6 +27,15 @@ from pydantic_settings import (
 )
 
 from videoworker.errors import ConfigError
+from videoworker.urls import is_loopback, redact_url
+
+#: Private queues whose names are random: RabbitMQ's direct reply-to (as the broker rewrites
+#: it on delivery), server-named queues, and those aio-pika's robust channels name
+#: (``amq_<uuid>``). A producer cannot aim a reply at a queue it could not have named itself.
+DEFAULT_REPLY_TO_PATTERN = (
+    r"amq\.rabbitmq\.reply-to(\.[A-Za-z0-9._+/=-]{1,240})?|amq\.gen-[A-Za-z0-9_-]{1,200}|amq_[0-9a-f]{32}"
+)
+__all__ = ["DEFAULT_REPLY_TO_PATTERN", "Settings", "load_settings", "redact_url"]
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 
@@ -53,14 +61,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDEOWORKER_OPENROUTER_API_KEY", "OPENROUTER_API_KEY", "openrouter_api_key"),
         description="OpenRouter API key; `run` refuses to start without it.",
     )
-    openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    data_dir: Path = Path("./data")
+    allow_insecure_base_url: bool = Field(
+        False, description="accept a plain http:// openrouter_base_url on a host other than loopback (a trial)"
+    )
+    openrouter_base_url: str = Field(
+        "https://openrouter.ai/api/v1", description="OpenRouter's API base; the key goes to this origin only."
+    )
+    data_dir: Path = Field(Path("./data"), description="the ledger (SQLite), temporary downloads, and local videos")
     ledger_url: str | None = Field(
         None, description="sqlite:///path or postgresql://…; default <data_dir>/ledger.sqlite3"
     )
-    request_queue: str = "videos.requests"
-    events_exchange: str = "videos.events"
-    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    request_queue: str = Field(
+        "videos.requests", description="the quorum queue requests arrive on; dead letters go to <name>.dead"
+    )
+    events_exchange: str = Field("videos.events", description="the topic exchange events go to (video.<status>)")
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="this instance's name in leases; default <hostname>-<pid>",
+    )
 
     # --- polling and time limits -------------------------------------------------------
     poll_interval: float = Field(5.0, gt=0, description="shortest gap between two polls of one job, s")
@@ -71,26 +89,31 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, ge=2, description="ownership lease of a job; others adopt it once expired, s")
     shutdown_grace: float = Field(10.0, ge=0, description="SIGTERM: time given to in-flight steps before exit, s")
     publish_timeout: float = Field(10.0, gt=0, description="longest wait for a broker confirm, s")
-    http_connect_timeout: float = Field(5.0, gt=0)
-    http_read_timeout: float = Field(30.0, gt=0)
+    http_connect_timeout: float = Field(5.0, gt=0, description="longest wait to connect to OpenRouter, s")
+    http_read_timeout: float = Field(30.0, gt=0, description="longest wait for OpenRouter to answer, s")
     models_cache_seconds: float = Field(600.0, ge=0, description="how long /videos/models answers are trusted, s")
 
     # --- limits ----------------------------------------------------------------------
-    max_message_bytes: int = Field(1024 * 1024, gt=0)
-    max_prompt_chars: int = Field(8000, gt=0)
-    max_metadata_bytes: int = Field(16 * 1024, gt=0)
-    max_download_bytes: int = Field(2 * 1024**3, gt=0)
+    max_message_bytes: int = Field(1024 * 1024, gt=0, description="largest request message accepted, bytes")
+    max_prompt_chars: int = Field(8000, gt=0, description="longest prompt accepted, characters")
+    max_metadata_bytes: int = Field(16 * 1024, gt=0, description="largest metadata object accepted, bytes of JSON")
+    max_download_bytes: int = Field(2 * 1024**3, gt=0, description="largest video downloaded, bytes")
     max_inflight: int = Field(10_000, gt=0, description="jobs one instance holds at once; intake pauses above it")
-    max_concurrent_submits: int = Field(16, gt=0)
-    max_concurrent_polls: int = Field(64, gt=0)
-    max_concurrent_downloads: int = Field(8, gt=0)
+    max_concurrent_submits: int = Field(16, gt=0, description="submits in flight at once")
+    max_concurrent_polls: int = Field(64, gt=0, description="polls in flight at once")
+    max_concurrent_downloads: int = Field(8, gt=0, description="downloads (and storage steps) in flight at once")
     prefetch: int = Field(64, gt=0, description="unacked request deliveries per consumer")
     delivery_limit: int = Field(5, ge=1, description="deliveries before the broker dead-letters a poison message")
     submit_max_attempts: int = Field(8, ge=1, description="retryable submit failures before the job fails")
-    download_max_attempts: int = Field(5, ge=1)
+    download_max_attempts: int = Field(5, ge=1, description="failed download rounds before the job fails")
     storage_retry_seconds: float = Field(600.0, ge=0, description="how long a failing storage is retried, s")
     retry_backoff_base: float = Field(
         1.0, gt=0, description="scales every retry's backoff (first retries wait about this long), s"
+    )
+    max_retry_after: float = Field(300.0, ge=0, description="longest provider Retry-After honoured; longer is cut, s")
+    max_outputs_per_job: int = Field(8, ge=1, le=1000, description="most videos one job may produce; more fail it")
+    download_deadline: float = Field(
+        3600.0, gt=0, description="longest one output's download may take, from request to last byte, s"
     )
 
     # --- notifications -------------------------------------------------------------------
@@ -103,12 +126,40 @@ class Settings(BaseSettings):
     resubmit_unknown: bool = Field(
         False, description="resubmit a job whose submit outcome is unknown (may pay twice); off by default"
     )
+    reply_to_pattern: str = Field(
+        DEFAULT_REPLY_TO_PATTERN,
+        description="regex a request's reply_to must match in full to get replies (default: broker-named queues)",
+    )
+    allow_foreign_previous_job: bool = Field(
+        False, description="accept a previous_job_id this ledger did not create (extend another system's video)"
+    )
+
+    # --- retention -----------------------------------------------------------------------
+    outbox_retention: float = Field(86400.0, ge=0, description="how long sent outbox rows are kept, s")
+    trim_after: float = Field(
+        7 * 86400.0, ge=0, description="finished jobs keep request and history this long (retry needs them), s"
+    )
+    dedupe_days: float = Field(
+        30.0, gt=0, description="how long a finished id is remembered (and refused as a duplicate), days"
+    )
+    prune_interval: float = Field(60.0, gt=0, description="gap between two pruning rounds of the ledger, s")
+    prune_batch: int = Field(500, ge=1, le=10_000, description="rows one pruning transaction touches at most")
 
     # --- operations ----------------------------------------------------------------------
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json, console, or auto (JSON unless stderr is a terminal)"
+    )
     health_port: int | None = Field(None, ge=0, le=65535, description="serve /healthz /readyz /metrics on this port")
-    disabled_plugins: list[str] = Field(default_factory=list)
+    health_host: str = Field("127.0.0.1", description="the address the health port listens on (0.0.0.0: everywhere)")
+    health_max_connections: int = Field(64, ge=1, le=4096, description="open connections the health port accepts")
+    health_show_identity: bool = Field(False, description="let /readyz name this instance (hostname and pid)")
+    file_mode: Literal["0600", "0640"] = Field(
+        "0600", description="mode of downloaded and stored video files: 0600, or 0640 to let the group read them"
+    )
+    disabled_plugins: list[str] = Field(
+        default_factory=list, description="plugin names not to load (not essential ones)"
+    )
     trace_plugins: bool = Field(False, description="log every plugin hook call with its duration and outcome")
     observer_timeout: float = Field(30.0, gt=0, description="longest a videoworker_job_event observer may run, s")
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings by plugin name")
@@ -124,8 +175,8 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://openrouter.ai/api/v1")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL such as https://openrouter.ai/api/v1 (no ?query or #fragment)")
         return value.rstrip("/")
 
     @field_validator("amqp_url")
@@ -142,12 +193,32 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-200 of A-Z a-z 0-9 . _ : -")
         return value
 
+    @field_validator("reply_to_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
     @field_validator("ledger_url")
     @classmethod
     def _ledger_scheme(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
+
+    @model_validator(mode="after")
+    def _secure_base_url(self) -> Settings:
+        parts = urlsplit(self.openrouter_base_url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname) and not self.allow_insecure_base_url:
+            raise ValueError(
+                "openrouter_base_url (VIDEOWORKER_OPENROUTER_BASE_URL) is plain http on a host that is not "
+                "loopback: the API key would cross the network in clear. Use https, or set "
+                "allow_insecure_base_url (VIDEOWORKER_ALLOW_INSECURE_BASE_URL) for a trial"
+            )
+        return self
 
     @model_validator(mode="after")
     def _intervals(self) -> Settings:
@@ -189,6 +260,8 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         raise ConfigError(f"config file {toml} does not exist")
     secrets_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     bound = type("Settings", (Settings,), {"_toml_file": toml})
+    if secrets_dir:
+        _refuse_conflicting_credentials(Path(secrets_dir), overrides)
     try:
         return bound(_secrets_dir=secrets_dir, **overrides)  # type: ignore[no-any-return]
     except ValidationError as exc:
@@ -198,6 +271,34 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     except SettingsError as exc:
         # e.g. a list or dict setting given as an env var that is not JSON
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+#: Secret settings that may come as systemd credentials (a file named like the setting), and their env names.
+CREDENTIALS = {
+    "openrouter_api_key": ("OPENROUTER_API_KEY", "VIDEOWORKER_OPENROUTER_API_KEY"),
+    "amqp_url": ("VIDEOWORKER_AMQP_URL",),
+    "ledger_url": ("VIDEOWORKER_LEDGER_URL",),
+}
+
+
+def _refuse_conflicting_credentials(directory: Path, overrides: dict[str, Any]) -> None:
+    """A secret set both as a credential and in the environment, differently, is refused at start.
+
+    The environment would silently win, and an example env file's placeholder has replaced a
+    real key that way; which one is meant is the operator's call, so say so and stop.
+    """
+    for setting, env_names in CREDENTIALS.items():
+        if setting in overrides:
+            continue
+        files = [directory / name for name in (setting, *env_names) if (directory / name).is_file()]
+        envs = [name for name in env_names if os.environ.get(name, "").strip()]
+        if not files or not envs:
+            continue
+        if files[0].read_text().strip() != os.environ[envs[0]].strip():
+            raise ConfigError(
+                f"{setting} is set twice, differently: as the systemd credential {files[0].name} and in the "
+                f"environment as {envs[0]}. Remove one of them (the credential is the safer place for a secret)."
+            )
 
 
 def _explain(exc: ValidationError) -> str:
@@ -217,47 +318,3 @@ def _setting_name(loc: tuple[int | str, ...]) -> str:
         name = "openrouter_api_key"
     dotted = ".".join(str(part) for part in (name, *loc[1:]))
     return f"{dotted} (VIDEOWORKER_{name.upper()})"
-
-
-def redact_url(url: str) -> str:
-    """Hide the password of a URL so it can be logged or printed."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def describe(settings: Settings, secret_fields: dict[str, set[str]] | None = None) -> dict[str, Any]:
-    """The effective configuration with every secret redacted, for ``videoworker config``.
-
-    ``secret_fields``: per plugin, the section keys its settings model declares as secrets;
-    they are hidden on top of every key whose name looks secret.
-    """
-    data = settings.model_dump(mode="json")
-    data["amqp_url"] = redact_url(settings.amqp_url.get_secret_value())
-    data["openrouter_api_key"] = "***" if settings.openrouter_api_key else None
-    data["ledger_url"] = redact_url(settings.effective_ledger_url)
-    data["dead_letter_queue"] = settings.dead_letter_queue
-    data["data_dir"] = str(settings.data_dir)
-    declared = secret_fields or {}
-    data["plugins"] = {name: _redact(section, declared.get(name, set())) for name, section in settings.plugins.items()}
-    return data
-
-
-_SECRET_HINTS = ("secret", "token", "password", "key", "webhook", "credential")
-
-
-def _redact(value: Any, secrets: Collection[str] = ()) -> Any:
-    """Plugin settings as printable: declared secrets, values under secret-looking names, URL passwords, hidden."""
-    if isinstance(value, dict):
-        return {
-            name: "***" if name in secrets or any(h in name.lower() for h in _SECRET_HINTS) else _redact(item)
-            for name, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_redact(item) for item in value]
-    if isinstance(value, str) and "://" in value:
-        return redact_url(value)
-    return value

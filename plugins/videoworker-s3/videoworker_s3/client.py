@@ -17,6 +17,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError
 
 from videoworker import ConfigError, Settings, StorageError
+from videoworker_s3.errors import without_url_secrets
 from videoworker_s3.settings import NAME, S3Settings
 
 if TYPE_CHECKING:
@@ -65,7 +66,8 @@ async def open_client(settings: Settings, config: S3Settings) -> None:
     except BotoCoreError as exc:
         await stack.aclose()
         # e.g. ProfileNotFound or a malformed config file; botocore's messages name files and profiles, not secrets
-        raise ConfigError(f"[plugins.{NAME}] cannot open an S3 client: {type(exc).__name__}: {exc}") from None
+        reason = without_url_secrets(str(exc))
+        raise ConfigError(f"[plugins.{NAME}] cannot open an S3 client: {type(exc).__name__}: {reason}") from None
     except BaseException:
         await stack.aclose()
         raise

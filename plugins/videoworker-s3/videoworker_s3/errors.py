@@ -2,12 +2,15 @@
 
 A message names the bucket, the key, the operation and S3's error code. It never carries
 an access key id, a signature, the string S3 signed or any header: those live in the
-error response's body, which is read here only for its ``Code``.
+error response's body, which is read here only for its ``Code``. botocore's own texts
+name the endpoint: a URL in them keeps its scheme, host and path, and loses any
+``user:password@`` and every query value (:func:`without_url_secrets`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
@@ -24,6 +27,17 @@ BAD_CREDENTIALS = {
 _PLAIN = frozenset({"EntityTooLarge", "EntityTooSmall", "InvalidPart", "InvalidRequest", "KMS.NotFoundException"})
 #: Codes with which S3 refuses bytes that do not match the checksum sent with them.
 BAD_DIGEST = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@`'\"]*@")
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#`'\"<>]*)\?[^\s#`'\"<>]*")
+
+
+def without_url_secrets(text: str) -> str:
+    """``text`` with each URL's user part and query replaced by ``***`` (an endpoint may carry a token there)."""
+    if "://" not in text:
+        return text
+    return _URL_QUERY.sub(r"\1?***", _URL_USERINFO.sub(r"\1***@", text))
 
 
 def code_of(exc: ClientError) -> str:
@@ -46,11 +60,11 @@ def storage_error(exc: BaseException, *, operation: str, bucket: str, key: str) 
             "set them in the environment, with AWS_PROFILE, or through an instance role"
         )
     if isinstance(exc, BotoCoreError):
-        # botocore's own messages name endpoints, files and parameters, never secret values
-        return StorageError(f"S3 {operation} on {where} failed: {type(exc).__name__}: {exc}")
+        # botocore's own messages name endpoints (whose URL may carry a token), files and parameters
+        return StorageError(f"S3 {operation} on {where} failed: {type(exc).__name__}: {without_url_secrets(str(exc))}")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return StorageError(f"S3 {operation} on {where} timed out")
-    return StorageError(f"S3 {operation} on {where} failed: {type(exc).__name__}: {exc}")
+    return StorageError(f"S3 {operation} on {where} failed: {type(exc).__name__}: {without_url_secrets(str(exc))}")
 
 
 def _client_error(exc: ClientError, operation: str, bucket: str, where: str) -> str:

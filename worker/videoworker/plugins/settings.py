@@ -10,6 +10,7 @@ with :func:`plugin_settings`.
 
 from __future__ import annotations
 
+import typing
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,13 +54,33 @@ def delivery_options(request_delivery: dict[str, Any] | None, name: str, model: 
 
 
 def secret_fields(model: type[BaseModel]) -> set[str]:
-    """Names of the model's fields that hold secrets (typed ``SecretStr``, possibly optional)."""
-    found = set()
-    for field_name, info in model.model_fields.items():
-        annotation = info.annotation
-        if annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ()):
-            found.add(field_name)
+    """Names of the fields that hold secrets: typed ``SecretStr`` (optional too) in ``model`` or any model nested in it.
+
+    A nested model's field (``endpoints: list[Endpoint]`` whose ``Endpoint.secret`` is a
+    ``SecretStr``) counts, so ``videoworker config`` and the logs hide it wherever it sits.
+    """
+    found: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+
+    def walk(current: type[BaseModel]) -> None:
+        seen.add(current)
+        for name, info in current.model_fields.items():
+            for kind in _kinds(info.annotation):
+                if kind is SecretStr:
+                    found.add(name)
+                elif isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
+                    walk(kind)
+
+    walk(model)
     return found
+
+
+def _kinds(annotation: Any) -> list[Any]:
+    """``annotation`` and every type inside it (``X | None``, ``tuple[X, ...]``, ``dict[str, X]``, ``Annotated``)."""
+    kinds = [annotation]
+    for arg in typing.get_args(annotation):
+        kinds += _kinds(arg)
+    return kinds
 
 
 def _validate(model: type[M], raw: Any, where: str) -> M:
