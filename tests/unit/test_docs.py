@@ -195,3 +195,12 @@ def test_documents_teach_only_public_imports(document: Path) -> None:
     if document.name == "README.md" and document.parent == ROOT:
         text = text.split("## Migrating from `worker`")[0]  # the one place the old name may appear
     assert not re.search(r"\b(from|import) (worker|plugins)\b", text)
+
+
+def test_the_settings_reference_in_operations_md_is_the_codes() -> None:
+    """docs/operations.md embeds exactly what `videoworker config --reference` prints."""
+    from videoworker.config_report import reference
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    embedded = text.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert embedded == reference(), "regenerate it with: videoworker config --reference"
