@@ -65,7 +65,10 @@ async def test_sigkill_mid_poll_resumes_without_resubmit(
     first.start()
     for i in range(5):
         await observer.publish({"id": f"mid-{i}", "model": "google/veo-3.1", "prompt": f"mid poll {i}"})
-    await observer.wait(lambda: sim.stats()["submits"] == 5, what="five submits")
+    # a submitted event is published only once its record landed, so no kill falls between POST and record
+    await observer.wait(
+        lambda: all("video.submitted" in observer.statuses(f"mid-{i}") for i in range(5)), what="five recorded submits"
+    )
     first.kill()
     first.wait()
     second = process()

@@ -57,7 +57,7 @@ async def test_mixed_provider_faults_each_job_ends_correctly(
         never_finish_rate=0.1,
         job_seconds=[0.3, 1.0],
     )
-    await daemon(job_timeout=6.0, download_max_attempts=10, submit_max_attempts=20)
+    await daemon(job_timeout=6.0, download_max_attempts=10, submit_max_attempts=20, retry_backoff_base=0.1)
     count = 40
     for i in range(count):
         await observer.publish(_req(i))

@@ -31,7 +31,7 @@ async def test_full_run_never_leaks_the_key(process: Any, observer: Observer, si
         truncate_rate=0.3,
     )
     daemon = process(openrouter_api_key=CANARY)
-    daemon.start(VIDEOWORKER_LOG_LEVEL="debug")
+    daemon.start(VIDEOWORKER_LOG_LEVEL="debug", VIDEOWORKER_RETRY_BACKOFF_BASE="0.1")
     for i in range(12):
         await observer.publish({"id": f"s-{i}", "model": "google/veo-3.1", "prompt": f"secret test {i}"})
     await observer.publish(b"{broken", message_id="s-bad")
