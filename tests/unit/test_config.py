@@ -397,3 +397,36 @@ def test_urls_are_shown_without_passwords_or_query_values(url: str, shown: str) 
     from videoworker.urls import redact_url
 
     assert redact_url(url) == shown
+
+
+def test_webhook_signing_secret_from_a_credential_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "openrouter_webhook_secret").write_text("whsec-from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    secret = load_settings(None).openrouter_webhook_secret
+    assert secret is not None and secret.get_secret_value().strip() == "whsec-from-credential"
+    monkeypatch.setenv("OPENROUTER_WEBHOOK_SECRET", "whsec-other")
+    assert "set twice, differently" in refusal()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    secret = load_settings(None).openrouter_webhook_secret
+    assert secret is not None and secret.get_secret_value() == "whsec-other"
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://hooks.example.com/or", True),
+        ("http://127.0.0.1:8090/or", True),
+        ("http://hooks.example.com/or", False),
+        ("https://hooks.example.com/or?token=x", False),
+        ("ftp://hooks.example.com/", False),
+    ],
+)
+def test_callback_public_url_is_https_unless_loopback(url: str, ok: bool) -> None:
+    if ok:
+        assert load_settings(None, callback_public_url=url + "/").callback_public_url == url
+    else:
+        assert "callback_public_url" in refusal(callback_public_url=url)

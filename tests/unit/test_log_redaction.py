@@ -25,6 +25,7 @@ from videoworker.config_report import declared_secrets, describe, secret_values,
 from videoworker.logs import NOISY_LOGGERS, configure_logging, register_secrets, register_settings_secrets, scrub_text
 
 KEY = "sk-or-v1-logcanary-7d1e0a"
+CALLBACK_SECRET = "whsec-callback-canary-51f2"
 AMQP_PASSWORD = "amqp-canary-91be"
 AMQP_TOKEN = "amqp-query-canary-22c4"
 PG_PASSWORD = "pg-canary-5a0f"
@@ -77,6 +78,7 @@ def settings() -> Settings:
     return load_settings(
         None,
         openrouter_api_key=KEY,
+        openrouter_webhook_secret=CALLBACK_SECRET,
         amqp_url=f"amqp://worker:{AMQP_PASSWORD}@rabbit.internal:5672/?heartbeat=30&password={AMQP_TOKEN}",
         ledger_url=f"postgresql://vw:{PG_PASSWORD}@db.internal/videos?sslmode=require&sslpassword={PG_SSLPASSWORD}",
         openrouter_base_url=f"https://router:{BASE_TOKEN}@openrouter.ai/api/v1",
@@ -94,6 +96,7 @@ def settings() -> Settings:
 MODELS: dict[str, type[BaseModel]] = {"webhooks": _Hooks, "slack": _Slack}
 ALL = (
     KEY,
+    CALLBACK_SECRET,
     AMQP_PASSWORD,
     AMQP_TOKEN,
     PG_PASSWORD,

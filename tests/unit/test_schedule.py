@@ -210,3 +210,21 @@ async def test_a_later_timer_does_not_jump_the_queue() -> None:
     async with asyncio.timeout(5):
         assert await waiter == ("poll", "first")
     assert len(timers) == 1
+
+
+async def test_a_cancelled_timer_never_fires() -> None:
+    timers = Timers()
+    first = timers.at(0.01, "poll", "stale")
+    timers.at(0.02, "poll", "live")
+    timers.cancel(first)
+    assert len(timers) == 1
+    assert await timers.next_due() == ("poll", "live")
+
+
+def test_with_callbacks_polls_reconcile_after_the_expected_end() -> None:
+    planner = PollPlanner(2.0, 5.0, jitter=0.0, reconcile=120.0)
+    assert planner.next_gap("m", 0, 0) == 120.0  # nothing learned: the callback is the fast path
+    planner.learn("m", 40.0)
+    assert planner.next_gap("m", 0, 0) == pytest.approx(52.0)  # 1.25 × expected + the shortest gap
+    assert planner.next_gap("m", 60, 1) == 120.0  # past it: one poll per reconcile_interval
+    assert planner.next_gap("m", 60, 1, retry_after=200) == 200.0

@@ -26,8 +26,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from videoworker.credentials import refuse_conflicting_credentials
 from videoworker.errors import ConfigError
-from videoworker.urls import is_loopback, redact_url
+from videoworker.urls import is_loopback, public_https_url, redact_url
 
 #: Private queues whose names are random: RabbitMQ's direct reply-to (as the broker rewrites
 #: it on delivery), server-named queues, and those aio-pika's robust channels name
@@ -116,6 +117,23 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="longest one output's download may take, from request to last byte, s"
     )
 
+    # --- callbacks (the push path) ------------------------------------------------------
+    callback_public_url: str | None = Field(
+        None, description="https base OpenRouter calls back on (<base>/<request id>); unset: polling only"
+    )
+    callback_host: str = Field("127.0.0.1", description="the address the callback receiver listens on")
+    callback_port: int = Field(8090, ge=0, le=65535, description="the callback receiver's port (not the health port)")
+    openrouter_webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "VIDEOWORKER_OPENROUTER_WEBHOOK_SECRET", "OPENROUTER_WEBHOOK_SECRET", "openrouter_webhook_secret"
+        ),
+        description="the workspace's signing secret; unsigned callbacks are refused when it is set",
+    )
+    reconcile_interval: float = Field(
+        120.0, gt=0, description="callbacks on: polls catch a lost callback this often, s"
+    )
+
     # --- notifications -------------------------------------------------------------------
     notify_retry_hours: float = Field(24.0, gt=0, description="how long an undelivered notification is retried, h")
     notify_timeout: float = Field(30.0, gt=0, description="longest one notification delivery may take, s")
@@ -164,7 +182,7 @@ class Settings(BaseSettings):
     observer_timeout: float = Field(30.0, gt=0, description="longest a videoworker_job_event observer may run, s")
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings by plugin name")
 
-    @field_validator("openrouter_api_key")
+    @field_validator("openrouter_api_key", "openrouter_webhook_secret")
     @classmethod
     def _empty_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
@@ -220,6 +238,11 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("callback_public_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return public_https_url(value)
+
     @model_validator(mode="after")
     def _intervals(self) -> Settings:
         if self.poll_max_interval < self.poll_interval:
@@ -261,7 +284,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     secrets_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     bound = type("Settings", (Settings,), {"_toml_file": toml})
     if secrets_dir:
-        _refuse_conflicting_credentials(Path(secrets_dir), overrides)
+        refuse_conflicting_credentials(Path(secrets_dir), overrides)
     try:
         return bound(_secrets_dir=secrets_dir, **overrides)  # type: ignore[no-any-return]
     except ValidationError as exc:
@@ -271,34 +294,6 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     except SettingsError as exc:
         # e.g. a list or dict setting given as an env var that is not JSON
         raise ConfigError(f"invalid configuration: {exc}") from None
-
-
-#: Secret settings that may come as systemd credentials (a file named like the setting), and their env names.
-CREDENTIALS = {
-    "openrouter_api_key": ("OPENROUTER_API_KEY", "VIDEOWORKER_OPENROUTER_API_KEY"),
-    "amqp_url": ("VIDEOWORKER_AMQP_URL",),
-    "ledger_url": ("VIDEOWORKER_LEDGER_URL",),
-}
-
-
-def _refuse_conflicting_credentials(directory: Path, overrides: dict[str, Any]) -> None:
-    """A secret set both as a credential and in the environment, differently, is refused at start.
-
-    The environment would silently win, and an example env file's placeholder has replaced a
-    real key that way; which one is meant is the operator's call, so say so and stop.
-    """
-    for setting, env_names in CREDENTIALS.items():
-        if setting in overrides:
-            continue
-        files = [directory / name for name in (setting, *env_names) if (directory / name).is_file()]
-        envs = [name for name in env_names if os.environ.get(name, "").strip()]
-        if not files or not envs:
-            continue
-        if files[0].read_text().strip() != os.environ[envs[0]].strip():
-            raise ConfigError(
-                f"{setting} is set twice, differently: as the systemd credential {files[0].name} and in the "
-                f"environment as {envs[0]}. Remove one of them (the credential is the safer place for a secret)."
-            )
 
 
 def _explain(exc: ValidationError) -> str:

@@ -79,8 +79,9 @@ def secret_values(settings: Settings, models: Mapping[str, type[BaseModel]] | No
     ``models``: each plugin's settings model, whose ``SecretStr`` fields (at any depth) are secrets.
     """
     found: set[str] = set()
-    if settings.openrouter_api_key is not None:
-        found.add(settings.openrouter_api_key.get_secret_value())
+    for secret in (settings.openrouter_api_key, settings.openrouter_webhook_secret):
+        if secret is not None:
+            found.add(secret.get_secret_value())
     for url in (settings.amqp_url.get_secret_value(), settings.effective_ledger_url, settings.openrouter_base_url):
         found |= url_secrets(url)
     declared = {name: declared_secrets(model) for name, model in (models or {}).items()}
@@ -140,7 +141,7 @@ def reference() -> str:
     """Every setting as a Markdown table: its TOML key, its environment variable, its default and its meaning."""
     rows = ["| setting (TOML) | environment | default | meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        env = "`OPENROUTER_API_KEY`, " if name == "openrouter_api_key" else ""
+        env = f"`{name.upper()}`, " if name in ("openrouter_api_key", "openrouter_webhook_secret") else ""
         env += f"`VIDEOWORKER_{name.upper()}`"
         rows.append(f"| `{name}` | {env} | {_default(name, field.default)} | {field.description or ''} |")
     return "\n".join(rows) + "\n"

@@ -164,3 +164,13 @@ LEDGER_PRUNED = Counter("videoworker_ledger_pruned_total", "Ledger rows removed 
 REPLIES_REFUSED = Counter(
     "videoworker_replies_refused_total", "Requests whose reply_to was not used, by reason", ["reason"]
 )
+CALLBACKS = Counter(
+    "videoworker_callbacks_total",
+    "OpenRouter callbacks received, by outcome (accepted, repeat, bad_signature, malformed, too_large, unknown)",
+    ["outcome"],
+)
+HINTS = Counter(
+    "videoworker_callback_hints_total",
+    "Callback hints acted on, by what they led to (poll, routed, stale, reconciled, ignored)",
+    ["outcome"],
+)

@@ -19,8 +19,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from videoworker import metrics
 from videoworker.amqp.broker import Broker
 from videoworker.amqp.consumer import Consumer
+from videoworker.callbacks.receiver import CallbackReceiver, Hint
 from videoworker.config import Settings, redact_url
 from videoworker.core.engine import Engine
 from videoworker.core.gate import IntakeGate
@@ -105,6 +107,12 @@ class Daemon:
         )
         self.consumer = Consumer(settings, self.broker, intake)
         self.systemd = ServiceManager()
+        secret = settings.openrouter_webhook_secret
+        self.callbacks = (
+            CallbackReceiver(self._hint, secret=secret.get_secret_value() if secret else None)
+            if settings.callback_public_url
+            else None
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
@@ -208,6 +216,8 @@ class Daemon:
             log.info("health endpoints up", port=self.health_port)
         self.engine.start()
         await self.leases.adopt(at_start=True)
+        if self.callbacks is not None:
+            await self.callbacks.start(s.callback_host, s.callback_port)
         self._tasks = [
             asyncio.create_task(self.outbox.run()),
             asyncio.create_task(self.leases.run()),
@@ -235,6 +245,8 @@ class Daemon:
         self.ready.clear()
         await self.gate.close()
         await stop.step("stop consuming", self.broker.stop_consuming(), cap=0.5)
+        if self.callbacks is not None:
+            await stop.step("stop the callback receiver", self.callbacks.stop(), cap=0.2)
         await self.engine.stop(self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
@@ -251,6 +263,12 @@ class Daemon:
         await stop.step("close the HTTP client", self.client.aclose(), cap=0.2)
         await stop.step("close the ledger", self.ledger.close(), cap=0.5)
         log.info("stopped")
+
+    def _hint(self, hint: Hint) -> None:
+        """A callback arrived: poll the job now if this instance holds it; otherwise its polls catch up."""
+        acted = self.engine.hint(hint.request_id, hint.job_id)
+        metrics.HINTS.labels(outcome="poll" if acted else "ignored").inc()
+        log.debug("callback hint", request_id=hint.request_id, job_id=hint.job_id, status=hint.status, polled=acted)
 
     async def _consume(self, on: bool) -> None:
         if on and not self.broker.consuming:

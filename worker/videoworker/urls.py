@@ -40,3 +40,17 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def public_https_url(value: str | None) -> str | None:
+    """A base URL others call us on: https (plain http only on loopback, for tests), no query or fragment.
+
+    Blank means unset (None); a trailing slash is dropped. Raises ValueError otherwise.
+    """
+    if value is None or not value.strip():
+        return None
+    parts = urlsplit(value)
+    secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname))
+    if not parts.hostname or not secure or parts.query or parts.fragment:
+        raise ValueError("must be an https:// URL (http:// only on loopback), without ?query or #fragment")
+    return value.rstrip("/")

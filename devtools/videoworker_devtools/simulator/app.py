@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from videoworker_devtools.simulator import catalogue, hostile
+from videoworker_devtools.simulator import callbacks, catalogue, hostile
 from videoworker_devtools.simulator.config import SimConfig
 from videoworker_devtools.simulator.state import Job, SimState
 from videoworker_devtools.simulator.validation import check_submit
@@ -161,6 +161,8 @@ async def _submit(request: web.Request) -> web.StreamResponse:
     if model is None or problem is not None:
         return _error(400, problem or "invalid request")
     job = state.create_job(body, model)
+    if isinstance(body.get("callback_url"), str):  # even when the answer is lost below, as OpenRouter would
+        callbacks.schedule(state, job, body["callback_url"], _base_url(request))
     if injected is not None:  # the provider accepted the job, then the answer failed
         return _injected(state, injected)
     if state.chance(state.config.submit_reset_rate):

@@ -70,6 +70,16 @@ def _text(name: str, value: Any) -> str:
     return value
 
 
+def _optional_text(name: str, value: Any) -> str | None:
+    return None if value is None else _text(name, value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ValueError(f"{name} must be an integer within [0, 100]")
+    return value
+
+
 def _model_list(name: str, value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in value):
         raise ValueError(f"{name} must be a list of video model objects with an 'id'")
@@ -92,6 +102,11 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "validate_capabilities": _flag,
     "models": _model_list,
     "hostile": hostile.check_modes,
+    "callback_secret": _optional_text,
+    "callback_loss": _rate,
+    "callback_delay": _range,
+    "callback_duplicates": _count,
+    "callback_bad_signature": _flag,
 }
 
 
@@ -119,6 +134,11 @@ class SimConfig:
     validate_capabilities: bool = False  #: 400 for options outside the model's lists
     models: list[dict[str, Any]] = field(default_factory=catalogue.default_video_models)
     hostile: list[str] = field(default_factory=list)  #: answers bent like a compromised provider's (see hostile.py)
+    callback_secret: str | None = None  #: signs callbacks (see callbacks.py); None: unsigned
+    callback_loss: float = 0.0  #: callbacks never sent
+    callback_delay: tuple[float, float] = (0.0, 0.0)  #: seconds after the job ends before its callback, uniform
+    callback_duplicates: int = 0  #: extra copies of every callback
+    callback_bad_signature: bool = False  #: sign with a wrong secret
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():

@@ -8,6 +8,7 @@ so a test that sets ``seed`` sees the same sequence of faults on every run.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import random
@@ -91,7 +92,12 @@ class SimState:
             "errors_injected": 0,
             "resets": 0,
             "truncations": 0,
+            "callbacks_sent": 0,
+            "callbacks_lost": 0,
+            "callbacks_failed": 0,
         }
+        self.callback_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.tasks: set[asyncio.Task[None]] = set()
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._videos: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
@@ -108,6 +114,7 @@ class SimState:
         self.jobs.clear()
         self.counters = dict.fromkeys(self.counters, 0)
         self.requests.clear()
+        self.callback_log.clear()
         self._videos.clear()
         self.rng = random.Random(self.config.seed)
 
@@ -173,7 +180,7 @@ class SimState:
         """Counters, every job (with output hashes once completed) and the request log."""
         now = time.monotonic()
         jobs = {job_id: self._job_stats(job, now) for job_id, job in self.jobs.items()}
-        return {**self.counters, "jobs": jobs, "requests": list(self.requests)}
+        return {**self.counters, "jobs": jobs, "requests": list(self.requests), "callbacks": list(self.callback_log)}
 
     def _job_stats(self, job: Job, now: float) -> dict[str, Any]:
         status = job.status(now)

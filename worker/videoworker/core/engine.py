@@ -60,7 +60,11 @@ class Engine:
             settings,
             provider,
             hooks,
-            PollPlanner(settings.poll_interval, settings.poll_max_interval),
+            PollPlanner(
+                settings.poll_interval,
+                settings.poll_max_interval,
+                reconcile=settings.reconcile_interval if settings.callback_public_url else None,
+            ),
             Workdir(settings.data_dir / "tmp"),
             intend=self.recorder.intend,
             catalogue=catalogue.get if catalogue is not None else _no_catalogue,
@@ -124,16 +128,38 @@ class Engine:
         await self.recorder.answer_duplicate(record, reply)
 
     # --- running steps -----------------------------------------------------------------
+    def hint(self, request_id: str, job_id: str) -> bool:
+        """A callback says the provider's job ``job_id`` ended: poll it now if it is ours and polling.
+
+        The poll's answer, not the callback, moves the job. A hint for a job not held here, for
+        another job id, or one already waiting for its hinted poll changes nothing; False then.
+        """
+        job = self.jobs.get(request_id)
+        if job is None or job.record.job_id != job_id or step_for(job.record.state) is not Step.POLL or job.hinted:
+            return False
+        job.hinted = True
+        self._schedule(Step.POLL, request_id, 0)
+        return True
+
     def _schedule(self, step: Step, request_id: str, after: float) -> None:
+        """Queue ``step`` for the job now or in ``after`` seconds; the job's earlier timer, if any, is dropped."""
+        job = self.jobs.get(request_id)
+        if job is not None and job.timer is not None:
+            self.timers.cancel(job.timer)
+            job.timer = None
         if after <= 0:
             self._queues[step].put_nowait(request_id)
         else:
-            self.timers.at(after, step, request_id)
+            number = self.timers.at(after, step, request_id)
+            if job is not None:
+                job.timer = number
 
     async def _dispatch(self) -> None:
         while True:
             step, request_id = await self.timers.next_due()
-            if request_id in self.jobs:
+            job = self.jobs.get(request_id)
+            if job is not None:
+                job.timer = None
                 self._queues[Step(step)].put_nowait(request_id)
 
     async def _work(self, step: Step, run: StepFunction) -> None:

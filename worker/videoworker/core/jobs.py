@@ -28,6 +28,8 @@ class Job:
     storage_failing_since: float | None = None  # monotonic time of the first failed storage round
     downloads: list[OutputFile] | None = None  # verified downloads, kept across storage retries
     step_errors: int = 0  # unexpected errors of the current step, for its backoff
+    timer: int | None = None  # the job's pending timer (see Timers.cancel), if one is set
+    hinted: bool = False  # a callback asked for a poll that has not run yet
 
     @property
     def id(self) -> str:

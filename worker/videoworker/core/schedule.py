@@ -29,16 +29,26 @@ class Timers:
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+        self._cancelled: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._heap) - len(self._cancelled)
 
-    def at(self, delay: float, action: str, request_id: str) -> None:
-        """Run ``action`` for ``request_id`` in ``delay`` seconds."""
-        entry = (time.monotonic() + max(0.0, delay), next(self._seq), action, request_id)
+    def at(self, delay: float, action: str, request_id: str) -> int:
+        """Run ``action`` for ``request_id`` in ``delay`` seconds; return the timer's number (to cancel it)."""
+        number = next(self._seq)
+        entry = (time.monotonic() + max(0.0, delay), number, action, request_id)
         heapq.heappush(self._heap, entry)
         if self._heap[0] is entry:  # only a new earliest timer changes how long the loop sleeps
             self._changed.set()
+        return number
+
+    def cancel(self, number: int) -> None:
+        """Forget pending timer ``number`` (lazily: it stays in the heap and is skipped when due).
+
+        Only a timer that has not fired yet may be cancelled: the caller keeps track.
+        """
+        self._cancelled.add(number)
 
     async def next_due(self) -> tuple[str, str]:
         """Wait for the earliest timer and pop it."""
@@ -46,7 +56,10 @@ class Timers:
             if self._heap:
                 wait = self._heap[0][0] - time.monotonic()
                 if wait <= 0:
-                    _, _, action, request_id = heapq.heappop(self._heap)
+                    _, number, action, request_id = heapq.heappop(self._heap)
+                    if number in self._cancelled:
+                        self._cancelled.discard(number)
+                        continue
                     return action, request_id
             else:
                 wait = None
@@ -57,10 +70,12 @@ class Timers:
 class PollPlanner:
     """Learns how long each model takes and spaces polls to match."""
 
-    def __init__(self, shortest: float, longest: float, *, jitter: float = 0.2) -> None:
+    def __init__(self, shortest: float, longest: float, *, jitter: float = 0.2, reconcile: float | None = None) -> None:
         self.shortest = shortest
         self.longest = longest
         self.jitter = jitter
+        #: With callbacks on, polls only reconcile: this is their gap once the expected end has passed.
+        self.reconcile = reconcile
         self._expected: dict[str, float] = {}
 
     def learn(self, model: str, seconds: float) -> None:
@@ -74,6 +89,8 @@ class PollPlanner:
     def next_gap(self, model: str, elapsed: float, polls: int, retry_after: float | None = None) -> float:
         """Seconds until the next poll of a job ``elapsed`` seconds after submit, polled ``polls`` times."""
         expected = self._expected.get(model)
+        if self.reconcile is not None:
+            return self._reconcile_gap(expected, elapsed, retry_after)
         if expected is not None and elapsed < expected:
             gap = (expected - elapsed) * 0.9 if polls == 0 else (expected - elapsed) / 2
         else:
@@ -86,6 +103,17 @@ class PollPlanner:
         if retry_after is not None:
             gap = max(gap, retry_after)
         return gap
+
+    def _reconcile_gap(self, expected: float | None, elapsed: float, retry_after: float | None) -> float:
+        """Callbacks on: one poll a margin after the expected end (a callback normally comes first),
+        then one every ``reconcile`` seconds, so a lost callback is caught within that interval."""
+        assert self.reconcile is not None
+        gap = self.reconcile
+        if expected is not None and elapsed < expected * 1.25:
+            gap = min(gap, expected * 1.25 - elapsed + self.shortest)
+        gap *= 1 + random.uniform(0, self.jitter)
+        gap = min(max(gap, self.shortest), self.reconcile * (1 + self.jitter))
+        return max(gap, retry_after) if retry_after is not None else gap
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:

@@ -28,6 +28,7 @@ async def poll(job: Job, ctx: StepContext) -> Outcome:
     record = job.record
     if record.job_id is None:
         return fail("provider_failed", "the ledger holds no provider job id for this job")
+    job.hinted = False  # a callback arriving from now on asks for another poll
     elapsed = time.time() - float(record.data.get("submitted_at", time.time()))
     if elapsed > ctx.settings.job_timeout:
         return fail("timeout", f"the job did not finish within job_timeout={ctx.settings.job_timeout:g}s")

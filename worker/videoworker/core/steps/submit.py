@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -45,7 +46,7 @@ async def submit(job: Job, ctx: StepContext) -> Outcome:
         return replace(fail("over_budget", str(exc)), data={**job.record.data, "cost": data["cost"]})
     model = job.request.model
     try:
-        answer = await ctx.provider.submit(job.request.provider_body())
+        answer = await ctx.provider.submit(_body(job, ctx))
     except RetryableError as exc:
         return _not_taken(job, ctx, exc, attempts)
     except PermanentError as exc:
@@ -70,6 +71,15 @@ async def resolve(job: Job, ctx: StepContext) -> Outcome:
         log.warning("resubmitting a job whose first submit may have been charged (resubmit_unknown=true)")
         return Move(JobState.RECEIVED)
     return unknown(job.request.model, "the daemon stopped between sending the submit and recording its job id")
+
+
+def _body(job: Job, ctx: StepContext) -> dict[str, Any]:
+    """The POST body; with callbacks on, ``callback_url`` names the request, so even an unanswered submit is found."""
+    body = job.request.provider_body()
+    base = ctx.settings.callback_public_url
+    if base is not None:
+        body["callback_url"] = f"{base}/{quote(job.id, safe='')}"
+    return body
 
 
 def unknown(model: str, message: str) -> Move:

@@ -1,0 +1,101 @@
+"""The push path against the real simulator and RabbitMQ: signed callbacks make the owner poll at once.
+
+The daemons here poll rarely (``reconcile_interval`` of a minute, an unknown model's
+first poll waits for it), so a job that finishes within seconds was finished by its
+callback; the lost-callback tests shorten the interval to show polls still catch up.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from tests.conftest import Observer
+from videoworker.callbacks.signature import sign
+from videoworker_devtools.simulator import SimulatorThread
+
+SECRET = "whsec-test-signing-secret"
+MODEL = "google/veo-3.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _push(port: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "callback_public_url": f"http://127.0.0.1:{port}/hooks/or",
+        "callback_port": port,
+        "openrouter_webhook_secret": SECRET,
+        "reconcile_interval": 60.0,
+        **overrides,
+    }
+
+
+async def _run(observer: Observer, count: int, prefix: str, timeout: float) -> float:
+    start = time.monotonic()
+    for i in range(count):
+        await observer.publish({"id": f"{prefix}-{i}", "model": MODEL, "prompt": f"push {prefix} {i}"})
+    await observer.wait(lambda: len({b["id"] for b, _ in observer.replies}) == count, timeout=timeout, what="replies")
+    assert {b["status"] for b, _ in observer.replies} == {"completed"}
+    return time.monotonic() - start
+
+
+async def test_signed_callbacks_finish_jobs_long_before_any_poll_would(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    sim.configure(callback_secret=SECRET, job_seconds=[0.5, 1.0])
+    port = _free_port()
+    await daemon(**_push(port))
+    took = await _run(observer, 10, "cb", timeout=20)
+    assert took < 20  # the first poll without a callback would come 60 s after submit
+    stats = sim.stats()
+    for job in stats["jobs"].values():
+        assert job["body"]["callback_url"].startswith(f"http://127.0.0.1:{port}/hooks/or/cb-")
+        assert job["polls"] == 1, job  # one poll, the one the callback asked for
+    assert Counter(c["status"] for c in stats["callbacks"]) == {204: 10}
+
+
+async def test_repeated_callbacks_cost_nothing(daemon: Any, observer: Observer, sim: SimulatorThread) -> None:
+    sim.configure(callback_secret=SECRET, job_seconds=[0.3, 0.6], callback_duplicates=3)
+    await daemon(**_push(_free_port()))
+    await _run(observer, 5, "dup", timeout=20)
+    await observer.wait(lambda: sim.stats()["callbacks_sent"] == 20, what="every copy delivered")
+    assert all(job["polls"] == 1 for job in sim.stats()["jobs"].values())
+
+
+async def test_forged_callbacks_are_refused_and_polls_still_finish_the_jobs(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    sim.configure(callback_secret=SECRET, callback_bad_signature=True, job_seconds=[0.3, 0.6])
+    port = _free_port()
+    await daemon(**_push(port, reconcile_interval=1.0))
+    await _run(observer, 4, "forged", timeout=30)
+    assert Counter(c["status"] for c in sim.stats()["callbacks"]) == {401: 4}
+    url = f"http://127.0.0.1:{port}/hooks/or/forged-0"
+    body = json.dumps({"data": {"id": "gen-x", "status": "completed"}}).encode()
+    async with httpx.AsyncClient() as client:
+        unsigned = await client.post(url, content=body)
+        stale = await client.post(url, content=body, headers={"X-OpenRouter-Signature": sign(SECRET, body, 1)})
+        huge = await client.post(url, content=b"{" + b" " * 70_000 + b"}")
+        no_id = await client.post(f"http://127.0.0.1:{port}/", content=body)
+    assert (unsigned.status_code, stale.status_code, huge.status_code, no_id.status_code) == (401, 401, 413, 404)
+    assert "signature" in unsigned.json()["error"]
+
+
+async def test_lost_callbacks_are_caught_by_reconciliation_polls(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    sim.configure(callback_secret=SECRET, callback_loss=1.0, job_seconds=[0.3, 0.6])
+    await daemon(**_push(_free_port(), reconcile_interval=1.5))
+    await _run(observer, 4, "lost", timeout=30)
+    stats = sim.stats()
+    assert stats["callbacks_lost"] == 4 and not stats["callbacks"]
+    assert all(job["polls"] <= 2 for job in stats["jobs"].values())
