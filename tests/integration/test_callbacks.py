@@ -14,8 +14,10 @@ from collections import Counter
 from typing import Any
 
 import httpx
+from aiohttp import web
 
-from tests.conftest import Observer
+from tests.conftest import PG_URL, Observer
+from videoworker import metrics
 from videoworker.callbacks.signature import sign
 from videoworker_devtools.simulator import SimulatorThread
 
@@ -99,3 +101,56 @@ async def test_lost_callbacks_are_caught_by_reconciliation_polls(
     stats = sim.stats()
     assert stats["callbacks_lost"] == 4 and not stats["callbacks"]
     assert all(job["polls"] <= 2 for job in stats["jobs"].values())
+
+
+class RoundRobin:
+    """One callback address in front of several receivers, like a load balancer: each POST goes to the next."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.sent = 0
+        self.port = _free_port()
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> RoundRobin:
+        async def forward(request: web.Request) -> web.Response:
+            port = self.ports[self.sent % len(self.ports)]
+            self.sent += 1
+            headers = {k: v for k, v in request.headers.items() if k.lower().startswith(("x-", "content-type"))}
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(
+                    f"http://127.0.0.1:{port}{request.path}", content=await request.read(), headers=headers
+                )
+            return web.Response(status=answer.status_code, body=answer.content)
+
+        app = web.Application()
+        app.router.add_post("/{path:.*}", forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_three_instances_behind_one_address_route_each_hint_to_the_owner(
+    pg_schema: tuple[Any, str], daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    """Callbacks land on any instance; the owner polls at once wherever the callback arrived."""
+    _, schema = pg_schema
+    sim.configure(callback_secret=SECRET, job_seconds=[0.5, 1.0])
+    ports = [_free_port() for _ in range(3)]
+    routed = metrics.HINTS.labels(outcome="routed")._value.get()
+    async with RoundRobin(ports) as lb:
+        for i, port in enumerate(ports):
+            await daemon(
+                **_push(port, callback_public_url=f"http://127.0.0.1:{lb.port}/or"),
+                ledger_url=f"{PG_URL}?schema={schema}",
+                instance_id=f"cb-node-{i}",
+            )
+        await _run(observer, 12, "lb", timeout=30)
+        assert lb.sent == 12
+    assert all(job["polls"] == 1 for job in sim.stats()["jobs"].values()), sim.stats()["jobs"]
+    assert metrics.HINTS.labels(outcome="routed")._value.get() - routed >= 4  # about 2 in 3 land elsewhere

@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from videoworker import metrics
 from videoworker.amqp.broker import Broker
 from videoworker.amqp.consumer import Consumer
-from videoworker.callbacks.receiver import CallbackReceiver, Hint
+from videoworker.callbacks.hints import HintRouter
+from videoworker.callbacks.receiver import CallbackReceiver
 from videoworker.config import Settings, redact_url
 from videoworker.core.engine import Engine
 from videoworker.core.gate import IntakeGate
@@ -108,8 +108,9 @@ class Daemon:
         self.consumer = Consumer(settings, self.broker, intake)
         self.systemd = ServiceManager()
         secret = settings.openrouter_webhook_secret
+        self.hints = HintRouter(settings, self.ledger, self.broker, self.engine)
         self.callbacks = (
-            CallbackReceiver(self._hint, secret=secret.get_secret_value() if secret else None)
+            CallbackReceiver(self.hints.on_callback, secret=secret.get_secret_value() if secret else None)
             if settings.callback_public_url
             else None
         )
@@ -225,6 +226,8 @@ class Daemon:
             asyncio.create_task(self.pruner.run()),
         ]
         await self.broker.connect()
+        if self.callbacks is not None:
+            await self.hints.start()
         self.gate.live = True
         await self.gate.sync()
         self.ready.set()
@@ -247,6 +250,7 @@ class Daemon:
         await stop.step("stop consuming", self.broker.stop_consuming(), cap=0.5)
         if self.callbacks is not None:
             await stop.step("stop the callback receiver", self.callbacks.stop(), cap=0.2)
+            await stop.step("stop forwarding hints", self.hints.stop(), cap=0.1)
         await self.engine.stop(self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
@@ -263,12 +267,6 @@ class Daemon:
         await stop.step("close the HTTP client", self.client.aclose(), cap=0.2)
         await stop.step("close the ledger", self.ledger.close(), cap=0.5)
         log.info("stopped")
-
-    def _hint(self, hint: Hint) -> None:
-        """A callback arrived: poll the job now if this instance holds it; otherwise its polls catch up."""
-        acted = self.engine.hint(hint.request_id, hint.job_id)
-        metrics.HINTS.labels(outcome="poll" if acted else "ignored").inc()
-        log.debug("callback hint", request_id=hint.request_id, job_id=hint.job_id, status=hint.status, polled=acted)
 
     async def _consume(self, on: bool) -> None:
         if on and not self.broker.consuming:

@@ -43,6 +43,7 @@ class Broker:
         self._direct_channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._consumer_tag: str | None = None
+        self._private: list[AbstractRobustQueue] = []
         self._connected = asyncio.Event()
         self._closing = False
 
@@ -162,6 +163,20 @@ class Broker:
             except asyncio.CancelledError as exc:
                 _reraise_real_cancel()
                 raise ConnectionError("broker connection lost before the confirm") from exc
+
+    async def listen(self, exchange: str, routing_key: str, handler: Handler) -> None:
+        """Consume a private queue bound to the direct ``exchange`` under ``routing_key``: messages for this instance.
+
+        The queue is exclusive and auto-deleted, so it lives as long as this connection; the
+        robust connection declares it again after a reconnect. Deliveries are not acked: they
+        are hints, and a lost one costs only latency.
+        """
+        assert self._consume_channel is not None
+        target = await self._consume_channel.declare_exchange(exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        queue = await self._consume_channel.declare_queue(f"{exchange}.{routing_key}", exclusive=True, auto_delete=True)
+        await queue.bind(target, routing_key)
+        self._private.append(queue)  # a strong reference, so the robust channel restores it
+        await queue.consume(handler, no_ack=True)
 
     async def queue_stats(self, name: str) -> tuple[int, int]:
         """(messages, consumers) of a queue, by passive declare; for health and tests."""
