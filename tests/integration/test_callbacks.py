@@ -154,3 +154,43 @@ async def test_three_instances_behind_one_address_route_each_hint_to_the_owner(
         assert lb.sent == 12
     assert all(job["polls"] == 1 for job in sim.stats()["jobs"].values()), sim.stats()["jobs"]
     assert metrics.HINTS.labels(outcome="routed")._value.get() - routed >= 4  # about 2 in 3 land elsewhere
+
+
+async def test_an_unknown_submit_is_reconciled_by_its_callback(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    """The provider took the job but the answer was lost: the callback names the job, and it completes, paid once."""
+    sim.configure(callback_secret=SECRET, submit_reset_rate=1.0, job_seconds=[0.5, 1.0])
+    await daemon(**_push(_free_port()), submit_max_attempts=1)
+    await _run(observer, 3, "unknown", timeout=30)
+    stats = sim.stats()
+    assert stats["submits"] == 3 and stats["resets"] == 3
+    for i in range(3):
+        (final,) = observer.reply_for(f"unknown-{i}")
+        assert stats["jobs"][final["job_id"]]["body"]["prompt"] == f"push unknown {i}"
+        assert observer.statuses(f"unknown-{i}")[0] == "video.submitted"  # nothing was announced before
+
+
+async def test_an_unknown_submit_without_a_callback_is_reported_at_job_timeout(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    sim.configure(callback_secret=SECRET, submit_reset_rate=1.0, callback_loss=1.0, job_seconds=[0.3, 0.5])
+    await daemon(**_push(_free_port()), job_timeout=2.0)
+    started = time.monotonic()
+    await observer.publish({"id": "gone", "model": MODEL, "prompt": "never heard of again"})
+    final = await observer.final("gone", timeout=20)
+    assert final["status"] == "failed" and final["error"]["code"] == "submit_outcome_unknown", final
+    assert time.monotonic() - started >= 2.0  # it waited for a callback first
+    assert sim.stats()["submits"] == 1
+
+
+async def test_an_unsigned_callback_never_names_the_job_of_an_unknown_submit(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    """Without a secret, callbacks only prompt polls: a forger must not attach a job to a request."""
+    sim.configure(submit_reset_rate=1.0, job_seconds=[0.3, 0.5])
+    await daemon(**_push(_free_port(), openrouter_webhook_secret=None), job_timeout=2.0)
+    await observer.publish({"id": "unsigned", "model": MODEL, "prompt": "unsigned callback"})
+    final = await observer.final("unsigned", timeout=20)
+    assert final["error"]["code"] == "submit_outcome_unknown", final
+    assert Counter(c["status"] for c in sim.stats()["callbacks"]) == {204: 1}  # received, but only a hint

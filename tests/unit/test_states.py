@@ -28,6 +28,9 @@ LEGAL = {
     (S.SUBMITTING, S.RECEIVED),  # the provider certainly did not take it: retry later
     (S.SUBMITTING, S.FAILED),
     (S.SUBMITTING, S.SUBMIT_UNKNOWN),
+    (S.SUBMITTING, S.AWAITING_CALLBACK),  # callbacks on: the callback may name the job
+    (S.AWAITING_CALLBACK, S.SUBMITTED),  # it did
+    (S.AWAITING_CALLBACK, S.SUBMIT_UNKNOWN),  # it did not, by job_timeout
     (S.SUBMITTED, S.IN_PROGRESS),
     (S.SUBMITTED, S.COMPLETED),
     (S.SUBMITTED, S.FAILED),
@@ -52,6 +55,7 @@ def test_states_are_the_ledger_values() -> None:
         "done",
         "failed",
         "submit_unknown",
+        "awaiting_callback",
     }
     assert JobState("submit_unknown") is S.SUBMIT_UNKNOWN
 
@@ -143,6 +147,7 @@ def test_each_state_runs_the_step_written_for_it() -> None:
         S.DONE: None,
         S.FAILED: None,
         S.SUBMIT_UNKNOWN: None,
+        S.AWAITING_CALLBACK: Step.AWAIT,
     }
     assert {s for s in JobState if step_for(s) is None} == TERMINAL
 

@@ -174,3 +174,7 @@ HINTS = Counter(
     "Callback hints acted on, by what they led to (poll, routed, stale, reconciled, ignored)",
     ["outcome"],
 )
+SUBMITS_RECONCILED = Counter(
+    "videoworker_submits_reconciled_total",
+    "Submits whose outcome was unknown until their callback named the provider's job",
+)

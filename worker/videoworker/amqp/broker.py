@@ -164,7 +164,7 @@ class Broker:
                 _reraise_real_cancel()
                 raise ConnectionError("broker connection lost before the confirm") from exc
 
-    async def listen(self, exchange: str, routing_key: str, handler: Handler) -> None:
+    async def listen(self, exchange: str, routing_key: str, handler: Callable[[bytes], None]) -> None:
         """Consume a private queue bound to the direct ``exchange`` under ``routing_key``: messages for this instance.
 
         The queue is exclusive and auto-deleted, so it lives as long as this connection; the
@@ -176,7 +176,11 @@ class Broker:
         queue = await self._consume_channel.declare_queue(f"{exchange}.{routing_key}", exclusive=True, auto_delete=True)
         await queue.bind(target, routing_key)
         self._private.append(queue)  # a strong reference, so the robust channel restores it
-        await queue.consume(handler, no_ack=True)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            handler(message.body)
+
+        await queue.consume(deliver, no_ack=True)
 
     async def queue_stats(self, name: str) -> tuple[int, int]:
         """(messages, consumers) of a queue, by passive declare; for health and tests."""

@@ -15,13 +15,13 @@ import asyncio
 import json
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from videoworker import metrics
 from videoworker.amqp.broker import Broker
 from videoworker.callbacks.receiver import Hint
 from videoworker.config import Settings
 from videoworker.core.engine import Engine
+from videoworker.core.states import JobState
 from videoworker.ledger.base import Ledger
 
 log = structlog.get_logger("videoworker.callbacks")
@@ -48,7 +48,7 @@ class HintRouter:
 
     def on_callback(self, hint: Hint) -> None:
         """A callback arrived here: poll now if the job is ours, else look for its owner (without blocking)."""
-        if self.engine.hint(hint.request_id, hint.job_id):
+        if self.engine.hint(hint.request_id, hint.job_id, reconcile=hint.signed):
             metrics.HINTS.labels(outcome="poll").inc()
             return
         if len(self._routing) >= MAX_ROUTING:
@@ -66,29 +66,37 @@ class HintRouter:
     async def _route(self, hint: Hint) -> None:
         try:
             record = await self.ledger.get(hint.request_id)
-            if record is None or record.job_id != hint.job_id or record.owner in (None, self.settings.instance_id):
+            unknown = record is not None and record.state is JobState.AWAITING_CALLBACK and hint.signed
+            if (
+                record is None
+                or (record.job_id != hint.job_id and not unknown)
+                or record.owner in (None, self.settings.instance_id)
+            ):
                 metrics.HINTS.labels(outcome="ignored").inc()  # unknown, another job, finished, or ours and not polling
                 return
-            body = json.dumps({"request_id": hint.request_id, "job_id": hint.job_id}).encode()
+            fields = {"request_id": hint.request_id, "job_id": hint.job_id, "signed": hint.signed}
+            body = json.dumps(fields).encode()
             await self.broker.publish(self.exchange, record.owner, body, message_id=f"hint:{hint.request_id}")
             metrics.HINTS.labels(outcome="routed").inc()
         except Exception as exc:  # noqa: BLE001 - best effort: the owner's polls find the job anyway
             metrics.HINTS.labels(outcome="dropped").inc()
             log.info("could not forward a callback hint", request_id=hint.request_id, error=type(exc).__name__)
 
-    async def _forwarded(self, message: AbstractIncomingMessage) -> None:
+    def _forwarded(self, body: bytes) -> None:
         """A peer forwarded a hint: poll now if the job is (still) ours. Never forwarded again."""
-        data = _parse(message.body)
+        data = _parse(body)
         if data is None:
             metrics.HINTS.labels(outcome="malformed").inc()  # anyone who may publish here can only cost a poll
             return
-        request_id, job_id = data
-        acted = self.engine.hint(request_id, job_id)
+        request_id, job_id, signed = data
+        # a peer checked the signature; an instance without a secret of its own trusts no peer's word on it
+        trusted = signed and self.settings.openrouter_webhook_secret is not None
+        acted = self.engine.hint(request_id, job_id, reconcile=trusted)
         metrics.HINTS.labels(outcome="poll" if acted else "ignored").inc()
 
 
-def _parse(body: bytes) -> tuple[str, str] | None:
-    """(request id, job id) of a forwarded hint, or None if it is not one."""
+def _parse(body: bytes) -> tuple[str, str, bool] | None:
+    """(request id, job id, signed) of a forwarded hint, or None if it is not one."""
     if len(body) > _MAX_HINT_BYTES:
         return None
     try:
@@ -99,5 +107,5 @@ def _parse(body: bytes) -> tuple[str, str] | None:
         return None
     request_id, job_id = data.get("request_id"), data.get("job_id")
     if isinstance(request_id, str) and isinstance(job_id, str):
-        return request_id, job_id
+        return request_id, job_id, data.get("signed") is True
     return None

@@ -43,6 +43,7 @@ class Hint:
     request_id: str
     job_id: str
     status: str
+    signed: bool = False  # its signature was checked: only then may it name the job of an unknown submit
 
 
 class CallbackReceiver:
@@ -128,7 +129,7 @@ class CallbackReceiver:
         if status not in _STATUSES:
             raise _Refused(400, "malformed", "data.status is not a terminal status")
         key = request.headers.get(IDEMPOTENCY_HEADER) or f"{job_id}-{status}"
-        return Hint(request_id, job_id, str(status)), f"{request_id}/{key[:300]}"
+        return Hint(request_id, job_id, str(status), self.secret is not None), f"{request_id}/{key[:300]}"
 
 
 def _data_of(body: bytes) -> dict[str, object]:

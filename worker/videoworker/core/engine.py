@@ -26,6 +26,7 @@ from videoworker.core.recorder import Recorder
 from videoworker.core.schedule import PollPlanner, Timers, backoff
 from videoworker.core.states import JobState, Step, step_for
 from videoworker.core.steps import STEPS, StepFunction
+from videoworker.core.steps.submit import stamp
 from videoworker.core.workdir import Workdir
 from videoworker.ledger.base import JobRecord, Ledger, ReplyTarget
 from videoworker.plugins.hooks import Hooks
@@ -73,6 +74,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._submitting = 0  # submits between their `submitting` record and the record of the answer
         self._stopping = False
+        self._reconciling: set[asyncio.Task[None]] = set()
 
     @property
     def load(self) -> int:
@@ -87,6 +89,7 @@ class Engine:
             Step.POLL: s.max_concurrent_polls,
             Step.DELIVER: s.max_concurrent_downloads,
             Step.FINISH: max(4, s.max_concurrent_downloads),
+            Step.AWAIT: 1,
         }
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -102,9 +105,9 @@ class Engine:
         self._stopping = True  # queued and timed steps stay in the ledger for the next owner
         while self._submitting and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for task in self._tasks:
+        for task in (*self._tasks, *self._reconciling):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._reconciling, return_exceptions=True)
         self._tasks.clear()
         await self.recorder.stop()
 
@@ -128,18 +131,51 @@ class Engine:
         await self.recorder.answer_duplicate(record, reply)
 
     # --- running steps -----------------------------------------------------------------
-    def hint(self, request_id: str, job_id: str) -> bool:
+    def hint(self, request_id: str, job_id: str, *, reconcile: bool = False) -> bool:
         """A callback says the provider's job ``job_id`` ended: poll it now if it is ours and polling.
 
         The poll's answer, not the callback, moves the job. A hint for a job not held here, for
         another job id, or one already waiting for its hinted poll changes nothing; False then.
+        With ``reconcile`` (the callback's signature was checked), a job whose submit outcome is
+        unknown takes ``job_id`` as its provider job (see :meth:`_reconcile`).
         """
         job = self.jobs.get(request_id)
-        if job is None or job.record.job_id != job_id or step_for(job.record.state) is not Step.POLL or job.hinted:
+        if job is None or job.hinted:
+            return False
+        if job.record.state is JobState.AWAITING_CALLBACK and reconcile:
+            job.hinted = True
+            task = asyncio.create_task(self._reconcile(job, job_id))
+            self._reconciling.add(task)
+            task.add_done_callback(self._reconciling.discard)
+            return True
+        if job.record.job_id != job_id or step_for(job.record.state) is not Step.POLL:
             return False
         job.hinted = True
         self._schedule(Step.POLL, request_id, 0)
         return True
+
+    async def _reconcile(self, job: Job, job_id: str) -> None:
+        """An unknown submit's callback named its job: record the job id and poll it, as if the submit had answered.
+
+        A job id the ledger already holds for another request is refused: one provider job
+        never serves two requests. The poll that follows, not the callback, decides the outcome.
+        """
+        try:
+            other = await self.ledger.by_job_id(job_id)
+            if other is not None and other.request_id != job.id:
+                log.warning("callback names a job another request holds; ignored", request_id=job.id, job_id=job_id)
+                return
+            data = {k: v for k, v in job.record.data.items() if k not in ("unknown_until", "unknown_reason")}
+            data = {**stamp(data, "submitted"), "submitted_at": time.time(), "reconciled": True}
+            move = Move(JobState.SUBMITTED, data=data, job_id=job_id)
+            if await self._record(job, move):
+                metrics.SUBMITS_RECONCILED.inc()
+                log.warning("reconciled an unknown submit from its callback", request_id=job.id, job_id=job_id)
+                self._moved(job, move)
+        except Exception:
+            log.exception("could not reconcile an unknown submit; its timer still runs", request_id=job.id)
+        finally:
+            job.hinted = False
 
     def _schedule(self, step: Step, request_id: str, after: float) -> None:
         """Queue ``step`` for the job now or in ``after`` seconds; the job's earlier timer, if any, is dropped."""

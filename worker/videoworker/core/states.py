@@ -9,6 +9,8 @@ submit a stored job fails loudly instead of paying twice.
     received ─► submitting ─► submitted ─► in_progress ─► completed ─► stored ─► done
        │            │   │                       │
        └► failed    │   └► submit_unknown       └► failed (provider, timeout, download, storage)
+                    │   └► awaiting_callback ─► submitted (its callback named the job)
+                    │            └► submit_unknown (no callback by job_timeout)
                     └► received (the provider certainly did not take it: retry later)
 
 A finished job moves again only by an operator's ``videoworker retry``, along
@@ -34,6 +36,7 @@ class JobState(StrEnum):
     DONE = "done"  # the final completed event is in the outbox
     FAILED = "failed"  # the final failed event is in the outbox
     SUBMIT_UNKNOWN = "submit_unknown"  # the submit may have been charged; parked, failed event sent
+    AWAITING_CALLBACK = "awaiting_callback"  # submit outcome unknown, callbacks on: its callback may name the job
 
     @property
     def terminal(self) -> bool:
@@ -48,6 +51,7 @@ class Step(StrEnum):
     POLL = "poll"  # ask the provider how the job is doing, on the poll schedule
     DELIVER = "deliver"  # download every output and hand it to the storage plugins
     FINISH = "finish"  # record the final completed event
+    AWAIT = "await"  # an unknown submit waits for its callback until job_timeout, then is reported unknown
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,11 @@ _S = JobState
 #: The whole state machine. The engine resumes an adopted job by running its state's step.
 MACHINE: dict[JobState, StateSpec] = {
     _S.RECEIVED: _spec(Step.SUBMIT, None, _S.SUBMITTING, _S.FAILED),
-    _S.SUBMITTING: _spec(Step.RESOLVE, None, _S.SUBMITTED, _S.RECEIVED, _S.FAILED, _S.SUBMIT_UNKNOWN),
+    _S.SUBMITTING: _spec(
+        Step.RESOLVE, None, _S.SUBMITTED, _S.RECEIVED, _S.FAILED, _S.SUBMIT_UNKNOWN, _S.AWAITING_CALLBACK
+    ),
+    # no event yet: its callback reconciles it (→ submitted), or at job_timeout it is reported unknown
+    _S.AWAITING_CALLBACK: _spec(Step.AWAIT, None, _S.SUBMITTED, _S.SUBMIT_UNKNOWN),
     _S.SUBMITTED: _spec(Step.POLL, "submitted", _S.IN_PROGRESS, _S.COMPLETED, _S.FAILED),
     _S.IN_PROGRESS: _spec(Step.POLL, "in_progress", _S.COMPLETED, _S.FAILED),
     _S.COMPLETED: _spec(Step.DELIVER, None, _S.STORED, _S.FAILED),

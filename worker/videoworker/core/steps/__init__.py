@@ -14,7 +14,7 @@ from videoworker.core.outcomes import Outcome
 from videoworker.core.states import Step
 from videoworker.core.steps.deliver import deliver, finish
 from videoworker.core.steps.poll import poll
-from videoworker.core.steps.submit import resolve, submit
+from videoworker.core.steps.submit import await_callback, resolve, submit
 
 StepFunction = Callable[[Job, StepContext], Awaitable[Outcome]]
 
@@ -24,6 +24,7 @@ STEPS: dict[Step, StepFunction] = {
     Step.POLL: poll,
     Step.DELIVER: deliver,
     Step.FINISH: finish,
+    Step.AWAIT: await_callback,
 }
 
 __all__ = ["STEPS", "StepFunction"]

@@ -20,7 +20,7 @@ from videoworker.core import budget
 from videoworker.core.context import StepContext
 from videoworker.core.crashpoints import crashpoint
 from videoworker.core.jobs import Job
-from videoworker.core.outcomes import Move, Outcome, Release, fail
+from videoworker.core.outcomes import Again, Move, Outcome, Release, fail
 from videoworker.core.states import JobState
 from videoworker.errors import OverBudget, PermanentError, RetryableError
 
@@ -57,7 +57,7 @@ async def submit(job: Job, ctx: StepContext) -> Outcome:
         return replace(refused, data=data, budget=change)
     except Exception as exc:  # noqa: BLE001 - AmbiguousSubmit, or anything unforeseen after sending
         status = getattr(exc, "status", None) or "no answer"
-        return unknown(model, f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}")
+        return unknown(job, ctx, f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}")
     crashpoint("after_post")
     metrics.SUBMITS.labels(model=model, outcome="accepted").inc()
     data = stamp(job.record.data, "submitted")
@@ -70,7 +70,16 @@ async def resolve(job: Job, ctx: StepContext) -> Outcome:
     if ctx.settings.resubmit_unknown:
         log.warning("resubmitting a job whose first submit may have been charged (resubmit_unknown=true)")
         return Move(JobState.RECEIVED)
-    return unknown(job.request.model, "the daemon stopped between sending the submit and recording its job id")
+    return unknown(job, ctx, "the daemon stopped between sending the submit and recording its job id")
+
+
+async def await_callback(job: Job, ctx: StepContext) -> Outcome:
+    """``awaiting_callback``: wait until ``job_timeout`` after the submit (a callback may name the job), then report."""
+    left = float(job.record.data.get("unknown_until", 0)) - time.time()
+    if left > 0:
+        return Again(min(left, ctx.settings.reconcile_interval))
+    message = str(job.record.data.get("unknown_reason") or "submit outcome unknown")
+    return _alert(job.request.model, f"{message}; no callback named a job within job_timeout")
 
 
 def _body(job: Job, ctx: StepContext) -> dict[str, Any]:
@@ -82,8 +91,23 @@ def _body(job: Job, ctx: StepContext) -> dict[str, Any]:
     return body
 
 
-def unknown(model: str, message: str) -> Move:
-    """The submit may have been accepted and charged: park the job, alert, never resubmit silently."""
+def unknown(job: Job, ctx: StepContext, message: str) -> Move:
+    """The submit may have been accepted and charged: never resubmit silently.
+
+    With callbacks on, the request id in the callback URL lets the provider's callback name
+    the job, so the job waits for it (``awaiting_callback``, no event) until ``job_timeout``
+    after the submit. Otherwise it is parked and reported at once.
+    """
+    if ctx.settings.callback_public_url is None:
+        return _alert(job.request.model, message)
+    log.warning("submit outcome unknown; waiting for its callback to name the job", reason=message)
+    until = time.time() + ctx.settings.job_timeout
+    data = {**job.record.data, "unknown_until": until, "unknown_reason": message}
+    return Move(JobState.AWAITING_CALLBACK, data=data, after=ctx.settings.job_timeout)
+
+
+def _alert(model: str, message: str) -> Move:
+    """Park the job as ``submit_unknown`` with its failed event, and alert."""
     metrics.SUBMIT_UNKNOWN.inc()
     metrics.SUBMITS.labels(model=model, outcome="unknown").inc()
     log.error(
