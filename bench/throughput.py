@@ -6,6 +6,10 @@ Reports publish rate, intake rate, peak jobs in flight, end-to-end time, polls p
 peak RSS and ledger size. The simulator runs as a separate ``videoworker simulate``
 process so it does not share the daemon's GIL. Numbers go to docs/benchmarks.md.
 
+``--callbacks`` turns the push path on: the simulator sends a signed callback as each job
+ends, and the daemon polls only to reconcile. Compare polls per job and CPU with a run
+without it.
+
 ``--retention`` then measures what retention leaves of the ledger: the bytes in use
 (SQLite pages minus free pages) after the run, after a pruning round as it runs once
 ``outbox_retention`` and ``trim_after`` have passed, and after one past ``dedupe_days``.
@@ -62,6 +66,12 @@ async def _publish(queue: str, n: int, reply_to: str, channel: aio_pika.abc.Abst
     return time.perf_counter() - started
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (the daemon and the bench's own publisher and reply consumer)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _bytes_in_use(path: Path) -> int:
     """The SQLite ledger's live pages (a deleted row's page is reused, not returned, until VACUUM)."""
     import sqlite3
@@ -110,7 +120,11 @@ async def _retention(settings: Any, jobs: int) -> dict[str, float]:
 
 
 async def run(
-    jobs: int, job_seconds: tuple[float, float], poll: tuple[float, float], retention: bool = False
+    jobs: int,
+    job_seconds: tuple[float, float],
+    poll: tuple[float, float],
+    retention: bool = False,
+    callbacks: bool = False,
 ) -> dict[str, float]:
     ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
     port = _free_port()
@@ -127,6 +141,15 @@ async def run(
             break
         except httpx.HTTPError:
             time.sleep(0.1)
+    push: dict[str, Any] = {}
+    if callbacks:
+        secret, callback_port = "bench-signing-secret", _free_port()
+        httpx.post(f"http://127.0.0.1:{port}/_sim/config", json={"callback_secret": secret}, timeout=5)
+        push = {
+            "callback_public_url": f"http://127.0.0.1:{callback_port}/cb",
+            "callback_port": callback_port,
+            "openrouter_webhook_secret": secret,
+        }
     suffix = uuid.uuid4().hex[:6]
     data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
     settings = load_settings(
@@ -142,6 +165,7 @@ async def run(
         log_level="warning",
         log_format="json",
         prefetch=256,
+        **push,
     )
     configure_logging(settings.log_level, settings.log_format)
     daemon = Daemon(settings)
@@ -163,11 +187,13 @@ async def run(
 
     await replies.consume(on_reply)
     started = time.perf_counter()
+    cpu_before = _cpu_seconds()
     publish_s = await _publish(settings.request_queue, jobs, replies.name, channel)
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
     total_s = time.perf_counter() - started
+    cpu_s = _cpu_seconds() - cpu_before
     stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=300).json()
     daemon.request_stop("bench done")
     await task
@@ -188,6 +214,8 @@ async def run(
         "peak_inflight": peak,
         "submits": stats["submits"],
         "polls_per_job": round(stats["polls"] / jobs, 2),
+        "callbacks": callbacks,
+        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ledger_mib": round(sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite3*")) / 2**20, 1)
         if ledger.exists()
@@ -201,8 +229,11 @@ def main() -> None:
     parser.add_argument("--job-seconds", type=float, nargs=2, default=(5.0, 10.0))
     parser.add_argument("--poll", type=float, nargs=2, default=(1.0, 5.0), help="poll_interval poll_max_interval")
     parser.add_argument("--retention", action="store_true", help="also measure the ledger before and after pruning")
+    parser.add_argument("--callbacks", action="store_true", help="signed callbacks on; polls only reconcile")
     args = parser.parse_args()
-    result = asyncio.run(run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.retention))  # type: ignore[arg-type]
+    result = asyncio.run(
+        run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.retention, args.callbacks)  # type: ignore[arg-type]
+    )
     print(json.dumps(result))
 
 

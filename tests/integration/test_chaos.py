@@ -35,6 +35,7 @@ import pytest
 
 from tests.conftest import AMQP_URL, Observer
 from tests.tcpproxy import TcpProxy
+from videoworker.testing.recorder import until
 from videoworker_devtools.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
@@ -290,3 +291,28 @@ async def test_restart_after_stored_commit_removes_the_download(
     await asyncio.to_thread(second.stop)
     assert not part.exists(), f"{part.name} left behind in {tmp}"
     assert not part.parent.exists(), "the job's temp folder outlived the job"
+
+
+async def test_restart_after_the_final_commit_removes_the_download(
+    process: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    """Killed between the final commit and deleting the download: nobody runs a finished job, so the start sweeps it.
+
+    Built like the test above: killed at ``after_store``, then the row set to ``done`` by
+    hand, the state a kill right after the final commit leaves (seen once in the chaos test).
+    """
+    first = process(env={"VIDEOWORKER_CRASHPOINT": "after_store"})
+    first.start()
+    await observer.publish({"id": "leak-2", "model": MODEL, "prompt": "leak after done"})
+    await asyncio.to_thread(first.wait, 30)
+    (part,) = (first.settings.data_dir / "tmp").glob("leak-2/*.part")
+    conn = sqlite3.connect(Path(urlsplit(first.settings.effective_ledger_url).path), timeout=30)
+    try:
+        with conn:
+            conn.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE request_id = 'leak-2'")
+    finally:
+        conn.close()
+    second = process()
+    second.start()
+    await until(lambda: not part.parent.exists(), 20, "the finished job's temp folder removed at start")
+    await asyncio.to_thread(second.stop)

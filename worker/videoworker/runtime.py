@@ -217,6 +217,7 @@ class Daemon:
             log.info("health endpoints up", port=self.health_port)
         self.engine.start()
         await self.leases.adopt(at_start=True)
+        await self.engine.sweep()
         if self.callbacks is not None:
             await self.callbacks.start(s.callback_host, s.callback_port)
         self._tasks = [

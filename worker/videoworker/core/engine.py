@@ -99,6 +99,26 @@ class Engine:
             self._tasks += [asyncio.create_task(self._work(step, STEPS[step])) for _ in range(count)]
         self._tasks.append(asyncio.create_task(self._dispatch()))
 
+    async def sweep(self) -> int:
+        """Delete the temporary folders of finished or unknown jobs; return how many went.
+
+        A job's folder is cleared when it finishes, but a kill between recording the final
+        move and clearing leaves it, and nobody runs a finished job again. So at start every
+        folder whose job the ledger reports finished (or does not know) goes; a peer's job in
+        flight is not finished, so a shared data folder is safe.
+        """
+        swept = 0
+        for request_id in self.ctx.workdir.folders():
+            if request_id in self.jobs:
+                continue
+            record = await self.ledger.get(request_id)
+            if record is None or record.state.terminal:
+                self.ctx.workdir.clear(request_id)
+                swept += 1
+        if swept:
+            log.info("removed temporary files of finished jobs", jobs=swept)
+        return swept
+
     async def stop(self, grace: float) -> None:
         """Take no new step; give in-flight submits ``grace`` seconds to record their answer, then cancel."""
         deadline = time.monotonic() + grace

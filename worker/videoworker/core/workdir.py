@@ -78,6 +78,13 @@ class Workdir:
         finally:
             os.close(root)
 
+    def folders(self) -> list[str]:
+        """The request ids that have a temporary folder now (for the sweep at start)."""
+        try:
+            return [entry.name for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+
     def _open_root(self, shown: str | None = None) -> int:
         """The root, opened; ``shown`` is how an error names it (not the full path in a job's failed event)."""
         return _open_dir(str(self.root), None, f"the temporary files' folder {shown or self.root.name}")
