@@ -36,6 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bare_loop import run_floor  # noqa: E402
 from videoworker.config import load_settings  # noqa: E402
 from videoworker.core.retention import Pruner  # noqa: E402
 from videoworker.ledger import open_ledger  # noqa: E402
@@ -64,6 +65,22 @@ async def _publish(queue: str, n: int, reply_to: str, channel: aio_pika.abc.Abst
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return time.perf_counter() - started
+
+
+async def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
+    """The bare loop's figures on the same simulator, which is then reset for the daemon's run."""
+    started_unix, cpu_before = time.time(), _cpu_seconds()
+    queue = f"floor.{uuid.uuid4().hex[:6]}"
+    got = await run_floor("amqp://guest:guest@localhost:5672/", base, "sim-key", queue, jobs, poll)
+    cpu_s = _cpu_seconds() - cpu_before
+    stats = httpx.get(f"{base.removesuffix('/api/v1')}/_sim/stats", timeout=300).json()
+    httpx.post(f"{base.removesuffix('/api/v1')}/_sim/reset", timeout=30)
+    return {
+        "submit_burst_s": round(max(j["submitted_at"] for j in stats["jobs"].values()) - started_unix, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
+        "polls_per_job": round(stats["polls"] / jobs, 2),
+        "end_to_end_s": got["end_to_end_s"],
+    }
 
 
 def _cpu_seconds() -> float:
@@ -125,7 +142,8 @@ async def run(
     poll: tuple[float, float],
     retention: bool = False,
     callbacks: bool = False,
-) -> dict[str, float]:
+    floor: bool = False,
+) -> dict[str, Any]:
     ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
     port = _free_port()
     sim = subprocess.Popen(
@@ -141,6 +159,7 @@ async def run(
             break
         except httpx.HTTPError:
             time.sleep(0.1)
+    floor_figures = await _floor(base, jobs, poll) if floor else None
     push: dict[str, Any] = {}
     if callbacks:
         secret, callback_port = "bench-signing-secret", _free_port()
@@ -187,6 +206,7 @@ async def run(
 
     await replies.consume(on_reply)
     started = time.perf_counter()
+    started_unix = time.time()
     cpu_before = _cpu_seconds()
     publish_s = await _publish(settings.request_queue, jobs, replies.name, channel)
     while not done.is_set():
@@ -204,18 +224,24 @@ async def run(
     sim.terminate()
     ledger = data_dir / "ledger.sqlite3"
     sizes = await _retention(settings, jobs) if retention else {}
+    figures = {
+        "submit_burst_s": round(max(j["submitted_at"] for j in stats["jobs"].values()) - started_unix, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
+        "polls_per_job": round(stats["polls"] / jobs, 2),
+        "end_to_end_s": round(total_s, 2),
+    }
+    ratios = {k: round(v / floor_figures[k], 2) for k, v in figures.items() if floor_figures and floor_figures[k]}
     return {
+        **({"floor": floor_figures, "ratios_to_floor": ratios} if floor_figures else {}),
         **sizes,
         "jobs": jobs,
         "completed": sum(1 for s in finished.values() if s == "completed"),
         "publish_s": round(publish_s, 2),
-        "end_to_end_s": round(total_s, 2),
+        **figures,
         "jobs_per_s": round(jobs / total_s, 1),
         "peak_inflight": peak,
         "submits": stats["submits"],
-        "polls_per_job": round(stats["polls"] / jobs, 2),
         "callbacks": callbacks,
-        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ledger_mib": round(sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite3*")) / 2**20, 1)
         if ledger.exists()
@@ -230,9 +256,10 @@ def main() -> None:
     parser.add_argument("--poll", type=float, nargs=2, default=(1.0, 5.0), help="poll_interval poll_max_interval")
     parser.add_argument("--retention", action="store_true", help="also measure the ledger before and after pruning")
     parser.add_argument("--callbacks", action="store_true", help="signed callbacks on; polls only reconcile")
+    parser.add_argument("--floor", action="store_true", help="first run the bare loop (bench/bare_loop.py); add ratios")
     args = parser.parse_args()
     result = asyncio.run(
-        run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.retention, args.callbacks)  # type: ignore[arg-type]
+        run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.retention, args.callbacks, args.floor)  # type: ignore[arg-type]
     )
     print(json.dumps(result))
 

@@ -1,0 +1,97 @@
+"""The floor: a bare worker doing the same work as the daemon, without any of its guarantees.
+
+aio-pika and httpx only: take a request, acknowledge it at once, submit, poll with
+exponential backoff between the same minimum and maximum gaps, download every output,
+publish the final event and the reply. No ledger, no plugins, no dedup, no crash safety.
+``bench/throughput.py --floor`` runs it against the same simulator in the same
+invocation, so the daemon's figures can be given as ratios to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+
+
+async def run_floor(
+    amqp_url: str, base_url: str, api_key: str, queue: str, jobs: int, poll: tuple[float, float]
+) -> dict[str, float]:
+    """Push ``jobs`` requests through the bare loop; return its time, polls and submit-burst figures."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=jobs)
+    requests = await channel.declare_queue(queue, auto_delete=True)
+    replies = await channel.declare_queue(exclusive=True)
+    exchange = await channel.declare_exchange(f"{queue}.events", aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    client = httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=httpx.Timeout(30, pool=None),  # a burst queues for a connection instead of failing
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
+    )
+    folder = Path(tempfile.mkdtemp(prefix="vw-floor-"))
+    done = asyncio.Event()
+    finished = 0
+    submitted_at: list[float] = []
+    polls = 0
+
+    async def work(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal polls
+        await message.ack()
+        request = json.loads(message.body)
+        job = (await client.post("/videos", json={k: v for k, v in request.items() if k != "id"})).json()
+        submitted_at.append(time.perf_counter())
+        gap = poll[0]
+        while True:
+            await asyncio.sleep(gap)
+            polls += 1
+            state = (await client.get(f"/videos/{job['id']}")).json()
+            if state["status"] in ("completed", "failed", "cancelled", "expired"):
+                break
+            gap = min(gap * 1.5, poll[1])
+        outputs = []
+        for index, _ in enumerate(state.get("unsigned_urls") or []):
+            path = folder / f"{request['id']}.{index}.mp4"
+            async with client.stream("GET", f"/videos/{job['id']}/content", params={"index": index}) as answer:
+                with path.open("wb") as out:
+                    async for chunk in answer.aiter_bytes():
+                        out.write(chunk)
+            outputs.append({"index": index, "location": path.as_uri()})
+        event = json.dumps({"id": request["id"], "status": state["status"], "outputs": outputs}).encode()
+        await exchange.publish(aio_pika.Message(event), routing_key=f"video.{state['status']}")
+        if message.reply_to:
+            await channel.default_exchange.publish(aio_pika.Message(event), routing_key=message.reply_to)
+
+    async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal finished
+        finished += 1
+        if finished >= jobs:
+            done.set()
+
+    async def consume(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        asyncio.create_task(work(message))  # noqa: RUF006 - the floor keeps no track of its work
+
+    await requests.consume(consume)
+    await replies.consume(on_reply, no_ack=True)
+    started = time.perf_counter()
+    for i in range(jobs):
+        body: dict[str, Any] = {"id": f"f-{i}", "model": "sim/fast", "prompt": f"floor {i}", "duration": 4}
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(body).encode(), reply_to=replies.name), routing_key=queue
+        )
+    await done.wait()
+    total = time.perf_counter() - started
+    await client.aclose()
+    await connection.close()
+    return {
+        "end_to_end_s": round(total, 2),
+        "submit_burst_s": round(max(submitted_at) - started, 2),
+        "polls": polls,
+    }
