@@ -161,7 +161,10 @@ async def test_sigkill_chaos(process: Any, observer: Observer, sim: SimulatorThr
     assert not lost, f"{len(lost)} request(s) never got a final event: {lost[:10]}"
     assert not conflicting, f"requests with more than one distinct final event: {conflicting}"
     assert not duplicate_submits, f"paid twice: {duplicate_submits}"
-    assert len(unknown) <= kills, f"{len(unknown)} submit_outcome_unknown for {kills} kills: {unknown}"
+    # a kill during a submit burst may leave every submit in flight in doubt (the documented limit:
+    # up to max_concurrent_submits per kill); reported unknown, never paid twice (checked above)
+    bound = kills * daemon.settings.max_concurrent_submits
+    assert len(unknown) <= bound, f"{len(unknown)} submit_outcome_unknown for {kills} kills: {unknown}"
 
     for request_id in ids:
         (final,) = finals[request_id].values()
