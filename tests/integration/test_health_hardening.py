@@ -23,6 +23,7 @@ from aiohttp import web
 from videoworker.config import load_settings
 from videoworker.health import HealthSite, Readiness, serve_health
 from videoworker.runtime import Daemon
+from videoworker.testing.recorder import until
 
 CAP = 64
 ATTACKERS = 300
@@ -81,16 +82,6 @@ def server_side_fds(port: int) -> int:
     return held
 
 
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Wait for ``condition``; return how long it took, or fail naming ``what``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
-
-
 async def closed_by_server(reader: asyncio.StreamReader) -> float:
     """Read until the server closes the connection (end of stream or reset); return when it did."""
     try:
@@ -137,7 +128,7 @@ async def test_a_slowloris_holds_at_most_the_cap_and_is_cut_at_the_deadline(serv
         reader, writer = await raw(port, b"GET /healthz HT")  # half a request line, and nothing more
         attackers.append((writer, time.monotonic(), asyncio.create_task(closed_by_server(reader))))
     last_sent = time.monotonic()
-    await until(lambda: site.guard.open == CAP, MARGIN, f"the newest {CAP} attackers held")
+    await until(lambda: site.guard.open == CAP, MARGIN, f"the newest {CAP} attackers held", every=0.01)
     fds_during = process_fds()
 
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as answer:
@@ -151,13 +142,15 @@ async def test_a_slowloris_holds_at_most_the_cap_and_is_cut_at_the_deadline(serv
         closed_at = await asyncio.gather(*(task for _, _, task in attackers))
     lifetimes = [closed - sent for (_, sent, _), closed in zip(attackers, closed_at, strict=True)]
     assert max(lifetimes) <= SLOWLORIS_TIMEOUT + MARGIN, f"an attacker was held {max(lifetimes):.2f}s"
-    await until(lambda: server_side_fds(port) == 0 and site.guard.open == 0, MARGIN, "every descriptor closed")
+    await until(
+        lambda: server_side_fds(port) == 0 and site.guard.open == 0, MARGIN, "every descriptor closed", every=0.01
+    )
     all_closed = time.monotonic()
     await sampler.stop()
     for writer, _, _ in attackers:
         writer.close()
     await asyncio.gather(*(writer.wait_closed() for writer, _, _ in attackers), return_exceptions=True)
-    await until(lambda: process_fds() <= fds_before, MARGIN, "the test's own sockets closed")
+    await until(lambda: process_fds() <= fds_before, MARGIN, "the test's own sockets closed", every=0.01)
 
     assert sampler.max_kernel <= CAP, f"the kernel saw {sampler.max_kernel} accepted sockets held at once"
     assert site.guard.peak <= CAP and sampler.max_guard <= CAP
@@ -181,7 +174,7 @@ async def test_a_slow_body_is_cut_at_the_deadline(serve: Serve) -> None:
     async with asyncio.timeout(TIMEOUT + MARGIN):
         closed = await closed_by_server(reader)
     assert closed - sent >= TIMEOUT * 0.9, "cut before its deadline"
-    await until(lambda: site.guard.open == 0, MARGIN, "the slow body's connection released")
+    await until(lambda: site.guard.open == 0, MARGIN, "the slow body's connection released", every=0.01)
     writer.close()
 
 
@@ -194,7 +187,7 @@ async def test_an_idle_keep_alive_connection_is_cut_after_its_answer(serve: Serv
     async with asyncio.timeout(TIMEOUT + MARGIN):
         closed = await closed_by_server(reader)
     assert closed - answered >= TIMEOUT * 0.9, "cut before its deadline"
-    await until(lambda: site.guard.open == 0, MARGIN, "the idle connection released")
+    await until(lambda: site.guard.open == 0, MARGIN, "the idle connection released", every=0.01)
     writer.close()
 
 
