@@ -33,9 +33,12 @@ test: lint
 unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit
 
+# The standard size (under 3 minutes): the floor, then the daemon with callbacks, then polling only.
 bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m videoworker_devtools.rabbit
-	$(PY) bench/throughput.py
+	$(PY) bench/poll_curve.py --png docs/poll-curve.png
+	$(PY) bench/throughput.py --floor --modes callbacks polling
 
 clean:
 	rm -rf $(VENV) data demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,19 @@
-"""Throughput and scale: N requests through one daemon, with the simulator in its own process.
+"""Throughput against a bare-loop floor: N requests through the daemon and through the floor.
 
-    python bench/throughput.py --jobs 10000 --job-seconds 20 40
+    python bench/throughput.py --floor --modes callbacks polling      # what `make bench` runs
 
-Reports publish rate, intake rate, peak jobs in flight, end-to-end time, polls per job,
-peak RSS and ledger size. The simulator runs as a separate ``videoworker simulate``
-process so it does not share the daemon's GIL. Numbers go to docs/benchmarks.md.
+Defaults: 1,000 requests published at once, simulated jobs of 20–30 s, polls between
+2 and 5 s. The simulator runs as a separate ``videoworker simulate`` process so it does
+not share the daemon's GIL. ``--floor`` first runs bench/bare_loop.py against the same
+simulator; each daemon run then carries its ``ratios_to_floor``. Everything is printed
+as one JSON line. Figures per run: time until the last submit, CPU of this process per
+job, polls per job, completion-to-result p50/p95 (from the moment the simulator made a
+job's fate visible to the moment its reply arrived), end to end, peak in flight.
 
-``--callbacks`` turns the push path on: the simulator sends a signed callback as each job
-ends, and the daemon polls only to reconcile. Compare polls per job and CPU with a run
-without it.
+``--modes`` lists daemon runs, in order, sharing one data folder: ``callbacks`` turns the
+push path on (the simulator sends a signed callback as each job ends; polls only
+reconcile), ``polling`` is the default path. A later run starts with the durations the
+poll planner saved in the earlier one, as a restarted daemon does.
 
 ``--retention`` then measures what retention leaves of the ledger: the bytes in use
 (SQLite pages minus free pages) after the run, after a pruning round as it runs once
@@ -22,6 +27,7 @@ import asyncio
 import json
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,13 +57,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _publish(queue: str, n: int, reply_to: str, channel: aio_pika.abc.AbstractChannel) -> float:
+async def _publish(queue: str, n: int, tag: str, reply_to: str, channel: aio_pika.abc.AbstractChannel) -> float:
     started = time.perf_counter()
     sem = asyncio.Semaphore(500)
 
     async def one(i: int) -> None:
         async with sem:
-            body = json.dumps({"id": f"b-{i}", "model": "sim/fast", "prompt": f"bench {i}", "duration": 4}).encode()
+            body = json.dumps({"id": f"{tag}-{i}", "model": "sim/fast", "prompt": f"{tag} {i}", "duration": 4}).encode()
             await channel.default_exchange.publish(
                 aio_pika.Message(body, reply_to=reply_to, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=queue,
@@ -67,20 +73,49 @@ async def _publish(queue: str, n: int, reply_to: str, channel: aio_pika.abc.Abst
     return time.perf_counter() - started
 
 
+def _figures(
+    stats: dict[str, Any], prefix: str, started_unix: float, cpu_s: float, jobs: int, arrived: dict[str, float]
+) -> dict[str, float]:
+    """The compared figures of one run, from the simulator's record of it and the replies' arrival.
+
+    Completion-to-result is the time from the moment a job's fate became visible at the
+    simulator to the moment its reply reached the producer: polling delay plus download,
+    storage and events.
+    """
+    ends = {
+        j["body"]["prompt"].split()[-1]: j["ends_at"]
+        for j in stats["jobs"].values()
+        if j["body"].get("prompt", "").startswith(prefix)
+    }
+    lags = sorted(at - ends[request_id.split("-")[-1]] for request_id, at in arrived.items())
+    return {
+        "submit_burst_s": round(max(j["submitted_at"] for j in stats["jobs"].values()) - started_unix, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
+        "polls_per_job": round(stats["polls"] / jobs, 2),
+        "result_p50_s": round(statistics.median(lags), 2),
+        "result_p95_s": round(lags[int(0.95 * (len(lags) - 1))], 2),
+    }
+
+
 async def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
     """The bare loop's figures on the same simulator, which is then reset for the daemon's run."""
     started_unix, cpu_before = time.time(), _cpu_seconds()
     queue = f"floor.{uuid.uuid4().hex[:6]}"
     got = await run_floor("amqp://guest:guest@localhost:5672/", base, "sim-key", queue, jobs, poll)
     cpu_s = _cpu_seconds() - cpu_before
-    stats = httpx.get(f"{base.removesuffix('/api/v1')}/_sim/stats", timeout=300).json()
-    httpx.post(f"{base.removesuffix('/api/v1')}/_sim/reset", timeout=30)
-    return {
-        "submit_burst_s": round(max(j["submitted_at"] for j in stats["jobs"].values()) - started_unix, 2),
-        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
-        "polls_per_job": round(stats["polls"] / jobs, 2),
-        "end_to_end_s": got["end_to_end_s"],
-    }
+    stats = _sim(base, "stats")
+    _sim(base, "reset")
+    figures = _figures(stats, "floor ", started_unix, cpu_s, jobs, got["arrived"])
+    return {**figures, "end_to_end_s": got["end_to_end_s"]}
+
+
+def _sim(base: str, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The simulator's control API: ``stats`` (GET), ``reset`` or ``config`` (POST)."""
+    url = f"{base.removesuffix('/api/v1')}/_sim/{what}"
+    if what == "stats":
+        return dict(httpx.get(url, timeout=300).json())
+    httpx.post(url, json=body, timeout=30).raise_for_status()
+    return {}
 
 
 def _cpu_seconds() -> float:
@@ -136,15 +171,7 @@ async def _retention(settings: Any, jobs: int) -> dict[str, float]:
     return sizes
 
 
-async def run(
-    jobs: int,
-    job_seconds: tuple[float, float],
-    poll: tuple[float, float],
-    retention: bool = False,
-    callbacks: bool = False,
-    floor: bool = False,
-) -> dict[str, Any]:
-    ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
+def _start_simulator(job_seconds: tuple[float, float]) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "videoworker", "simulate", "--port", str(port), "--job-seconds", *map(str, job_seconds)],
@@ -159,18 +186,23 @@ async def run(
             break
         except httpx.HTTPError:
             time.sleep(0.1)
-    floor_figures = await _floor(base, jobs, poll) if floor else None
+    return sim, base
+
+
+async def _daemon(
+    base: str, data_dir: Path, jobs: int, poll: tuple[float, float], callbacks: bool
+) -> tuple[dict[str, Any], Any]:
+    """One daemon run in this process: publish ``jobs`` requests at once, wait for every reply."""
     push: dict[str, Any] = {}
     if callbacks:
         secret, callback_port = "bench-signing-secret", _free_port()
-        httpx.post(f"http://127.0.0.1:{port}/_sim/config", json={"callback_secret": secret}, timeout=5)
         push = {
             "callback_public_url": f"http://127.0.0.1:{callback_port}/cb",
             "callback_port": callback_port,
             "openrouter_webhook_secret": secret,
         }
+    _sim(base, "config", {"callback_secret": "bench-signing-secret" if callbacks else None})
     suffix = uuid.uuid4().hex[:6]
-    data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
     settings = load_settings(
         None,
         openrouter_api_key="sim-key",
@@ -194,54 +226,79 @@ async def run(
     channel = await connection.channel()
     replies = await channel.declare_queue(exclusive=True)
     done = asyncio.Event()
-    finished: dict[str, str] = {}
+    arrived: dict[str, float] = {}
+    statuses: dict[str, str] = {}
     peak = 0
 
     async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         event = json.loads(message.body)
-        finished[event["id"]] = event["status"]
+        arrived[event["id"]], statuses[event["id"]] = time.time(), event["status"]
         await message.ack()
-        if len(finished) >= jobs:
+        if len(arrived) >= jobs:
             done.set()
 
     await replies.consume(on_reply)
-    started = time.perf_counter()
-    started_unix = time.time()
-    cpu_before = _cpu_seconds()
-    publish_s = await _publish(settings.request_queue, jobs, replies.name, channel)
+    started, started_unix, cpu_before = time.perf_counter(), time.time(), _cpu_seconds()
+    publish_s = await _publish(settings.request_queue, jobs, f"bench{suffix}", replies.name, channel)
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
     total_s = time.perf_counter() - started
     cpu_s = _cpu_seconds() - cpu_before
-    stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=300).json()
+    stats = _sim(base, "stats")
+    _sim(base, "reset")
     daemon.request_stop("bench done")
     await task
     await channel.queue_delete(settings.request_queue)
     await channel.queue_delete(settings.dead_letter_queue)
     await channel.exchange_delete(settings.events_exchange)
     await connection.close()
-    sim.terminate()
-    ledger = data_dir / "ledger.sqlite3"
-    sizes = await _retention(settings, jobs) if retention else {}
-    figures = {
-        "submit_burst_s": round(max(j["submitted_at"] for j in stats["jobs"].values()) - started_unix, 2),
-        "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
-        "polls_per_job": round(stats["polls"] / jobs, 2),
-        "end_to_end_s": round(total_s, 2),
-    }
-    ratios = {k: round(v / floor_figures[k], 2) for k, v in figures.items() if floor_figures and floor_figures[k]}
     return {
-        **({"floor": floor_figures, "ratios_to_floor": ratios} if floor_figures else {}),
-        **sizes,
-        "jobs": jobs,
-        "completed": sum(1 for s in finished.values() if s == "completed"),
+        **_figures(stats, f"bench{suffix} ", started_unix, cpu_s, jobs, arrived),
+        "end_to_end_s": round(total_s, 2),
+        "completed": sum(1 for s in statuses.values() if s == "completed"),
         "publish_s": round(publish_s, 2),
-        **figures,
         "jobs_per_s": round(jobs / total_s, 1),
         "peak_inflight": peak,
         "submits": stats["submits"],
-        "callbacks": callbacks,
+    }, settings
+
+
+async def run(
+    jobs: int,
+    job_seconds: tuple[float, float],
+    poll: tuple[float, float],
+    modes: list[str],
+    retention: bool = False,
+    floor: bool = False,
+) -> dict[str, Any]:
+    """The floor (if asked), then one daemon run per mode, in order, sharing one data folder:
+    a later run starts with what the poll planner learned in the earlier one, as a restarted
+    daemon does."""
+    ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
+    sim, base = _start_simulator(job_seconds)
+    data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
+    try:
+        floor_figures = await _floor(base, jobs, poll) if floor else None
+        runs: dict[str, Any] = {}
+        for mode in modes:
+            figures, settings = await _daemon(base, data_dir, jobs, poll, mode == "callbacks")
+            if floor_figures:
+                figures["ratios_to_floor"] = {
+                    k: round(figures[k] / v, 2) for k, v in floor_figures.items() if v and k in figures
+                }
+            runs[mode] = figures
+    finally:
+        sim.terminate()
+    sizes = await _retention(settings, jobs) if retention else {}
+    ledger = data_dir / "ledger.sqlite3"
+    return {
+        "jobs": jobs,
+        "job_seconds": list(job_seconds),
+        "poll": list(poll),
+        **({"floor": floor_figures} if floor_figures else {}),
+        "runs": runs,
+        **sizes,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ledger_mib": round(sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite3*")) / 2**20, 1)
         if ledger.exists()
@@ -251,15 +308,21 @@ async def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--job-seconds", type=float, nargs=2, default=(5.0, 10.0))
-    parser.add_argument("--poll", type=float, nargs=2, default=(1.0, 5.0), help="poll_interval poll_max_interval")
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--job-seconds", type=float, nargs=2, default=(20.0, 30.0))
+    parser.add_argument("--poll", type=float, nargs=2, default=(2.0, 5.0), help="poll_interval poll_max_interval")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("polling", "callbacks"),
+        default=["polling"],
+        help="daemon runs, in order, sharing one data folder (a later run starts with what the planner learned)",
+    )
     parser.add_argument("--retention", action="store_true", help="also measure the ledger before and after pruning")
-    parser.add_argument("--callbacks", action="store_true", help="signed callbacks on; polls only reconcile")
     parser.add_argument("--floor", action="store_true", help="first run the bare loop (bench/bare_loop.py); add ratios")
     args = parser.parse_args()
     result = asyncio.run(
-        run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.retention, args.callbacks, args.floor)  # type: ignore[arg-type]
+        run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.modes, args.retention, args.floor)  # type: ignore[arg-type]
     )
     print(json.dumps(result))
 

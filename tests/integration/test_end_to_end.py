@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -166,3 +167,19 @@ async def test_three_concurrent_duplicates_then_a_late_one(
     assert sim.stats()["submits"] == 1
     assert [p.name for p in (d.settings.data_dir / "videos" / "req-20").iterdir()] == ["0.mp4"]
     assert len(observer.finals("req-20")) == 1
+
+
+async def test_a_restarted_daemon_keeps_what_the_poll_planner_learned(
+    daemon: Any, observer: Observer, sim: SimulatorThread
+) -> None:
+    """Durations learned before a stop place the first poll of the next start's jobs (no cold backoff)."""
+    d = await daemon()
+    for i in range(5):
+        await observer.publish(_request(30 + i))
+    await observer.wait(lambda: len(observer.replies) >= 5, timeout=60, what="5 replies")
+    d.request_stop("restart")
+    await asyncio.wait_for(daemon.running[-1][1], 30)
+    saved = json.loads((d.settings.data_dir / "poll-durations.json").read_text())
+    assert len(saved["models"]["google/veo-3.1"]) == 5
+    again = await daemon(data_dir=d.settings.data_dir)
+    assert again.engine.ctx.planner.window("google/veo-3.1") is not None

@@ -15,7 +15,7 @@ from videoworker.config import load_settings
 from videoworker.core.context import StepContext
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Move
-from videoworker.core.schedule import PollPlanner
+from videoworker.core.polling import PollPlanner
 from videoworker.core.states import JobState
 from videoworker.core.steps.deliver import deliver
 from videoworker.core.workdir import UnsafeFolder, Workdir

@@ -190,6 +190,7 @@ class SimState:
             "status": status,
             "body": job.body,
             "submitted_at": job.submitted_at,
+            "ends_at": job.submitted_at + job.duration,  # when a poll first sees its fate (unix)
             "sha256": list(job.digests),
             "bytes": list(job.sizes),
             "polls": job.polls,

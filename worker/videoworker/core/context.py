@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from videoworker.config import Settings
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Move
+from videoworker.core.polling import PollPlanner
 from videoworker.core.ports import Provider
-from videoworker.core.schedule import PollPlanner, backoff
+from videoworker.core.schedule import backoff
 from videoworker.core.workdir import Workdir
 from videoworker.plugins.hooks import Hooks
 from videoworker.provider.catalogue import Catalogue

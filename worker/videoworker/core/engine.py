@@ -21,9 +21,10 @@ from videoworker.contract.request import VideoRequest
 from videoworker.core.context import StepContext
 from videoworker.core.jobs import Job, JobTable
 from videoworker.core.outcomes import Again, Move, Outcome, Release
+from videoworker.core.polling import DURATIONS_FILE, PollPlanner
 from videoworker.core.ports import Provider
 from videoworker.core.recorder import Recorder
-from videoworker.core.schedule import PollPlanner, Timers, backoff
+from videoworker.core.schedule import Timers, backoff
 from videoworker.core.states import JobState, Step, step_for
 from videoworker.core.steps import STEPS, StepFunction
 from videoworker.core.steps.submit import stamp
@@ -95,6 +96,7 @@ class Engine:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self.ctx.workdir.prepare()
+        self.ctx.planner.load(self.settings.data_dir / DURATIONS_FILE)
         for step, count in self.workers().items():
             self._tasks += [asyncio.create_task(self._work(step, STEPS[step])) for _ in range(count)]
         self._tasks.append(asyncio.create_task(self._dispatch()))
@@ -130,6 +132,7 @@ class Engine:
         await asyncio.gather(*self._tasks, *self._reconciling, return_exceptions=True)
         self._tasks.clear()
         await self.recorder.stop()
+        self.ctx.planner.save(self.settings.data_dir / DURATIONS_FILE)
 
     # --- entry points ------------------------------------------------------------------
     def accept(self, record: JobRecord, request: VideoRequest) -> None:

@@ -1,9 +1,7 @@
-"""When to look at a job next: one timer heap for every owned job, and adaptive poll gaps.
+"""When to look at a job next: one timer heap for every owned job, backoff, and shared deadlines.
 
-Ten thousand jobs waiting on the provider cost ten thousand heap entries, not tasks. The
-poll gap starts near the model's learned duration, stays within
-``[poll_interval, poll_max_interval]``, backs off once the job runs late, and carries
-jitter so jobs submitted together do not poll together.
+Ten thousand jobs waiting on the provider cost ten thousand heap entries, not tasks.
+Where in time the polls go is :mod:`videoworker.core.polling`'s job.
 """
 
 from __future__ import annotations
@@ -65,55 +63,6 @@ class Timers:
                 wait = None
             self._changed.clear()
             await wait_or_time_out(self._changed, wait)
-
-
-class PollPlanner:
-    """Learns how long each model takes and spaces polls to match."""
-
-    def __init__(self, shortest: float, longest: float, *, jitter: float = 0.2, reconcile: float | None = None) -> None:
-        self.shortest = shortest
-        self.longest = longest
-        self.jitter = jitter
-        #: With callbacks on, polls only reconcile: this is their gap once the expected end has passed.
-        self.reconcile = reconcile
-        self._expected: dict[str, float] = {}
-
-    def learn(self, model: str, seconds: float) -> None:
-        """Fold one observed submit-to-completion time into the model's estimate (EWMA)."""
-        old = self._expected.get(model)
-        self._expected[model] = seconds if old is None else 0.8 * old + 0.2 * seconds
-
-    def expected(self, model: str) -> float | None:
-        return self._expected.get(model)
-
-    def next_gap(self, model: str, elapsed: float, polls: int, retry_after: float | None = None) -> float:
-        """Seconds until the next poll of a job ``elapsed`` seconds after submit, polled ``polls`` times."""
-        expected = self._expected.get(model)
-        if self.reconcile is not None:
-            return self._reconcile_gap(expected, elapsed, retry_after)
-        if expected is not None and elapsed < expected:
-            gap = (expected - elapsed) * 0.9 if polls == 0 else (expected - elapsed) / 2
-        else:
-            # unknown model (or overdue): back off from the shortest gap towards the longest
-            overdue = polls if expected is None else max(0, polls - 1)
-            gap = self.shortest * (1.5 ** min(overdue, 20))
-        gap = min(max(gap, self.shortest), self.longest)
-        gap *= 1 + random.uniform(-self.jitter, self.jitter)
-        gap = min(max(gap, self.shortest), self.longest)
-        if retry_after is not None:
-            gap = max(gap, retry_after)
-        return gap
-
-    def _reconcile_gap(self, expected: float | None, elapsed: float, retry_after: float | None) -> float:
-        """Callbacks on: one poll a margin after the expected end (a callback normally comes first),
-        then one every ``reconcile`` seconds, so a lost callback is caught within that interval."""
-        assert self.reconcile is not None
-        gap = self.reconcile
-        if expected is not None and elapsed < expected * 1.25:
-            gap = min(gap, expected * 1.25 - elapsed + self.shortest)
-        gap *= 1 + random.uniform(0, self.jitter)
-        gap = min(max(gap, self.shortest), self.reconcile * (1 + self.jitter))
-        return max(gap, retry_after) if retry_after is not None else gap
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:

@@ -1,8 +1,8 @@
 """The poll step (``submitted``, ``in_progress``): ask the provider, and move only when something changed.
 
 A poll that changes nothing writes nothing: it only sets the job's next timer, spaced
-by the planner (near the model's learned duration, backing off with jitter, never
-sooner than the provider's ``Retry-After``).
+by the planner (:mod:`videoworker.core.polling`: densely where the model's jobs
+usually end, never sooner than the provider's ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ async def poll(job: Job, ctx: StepContext) -> Outcome:
     record = job.record
     if record.job_id is None:
         return fail("provider_failed", "the ledger holds no provider job id for this job")
-    job.hinted = False  # a callback arriving from now on asks for another poll
+    hinted, job.hinted = job.hinted, False  # a callback arriving from now on asks for another poll
     elapsed = time.time() - float(record.data.get("submitted_at", time.time()))
     if elapsed > ctx.settings.job_timeout:
         return fail("timeout", f"the job did not finish within job_timeout={ctx.settings.job_timeout:g}s")
@@ -42,9 +42,11 @@ async def poll(job: Job, ctx: StepContext) -> Outcome:
     metrics.POLLS.labels(outcome=answer.status).inc()
     job.polls += 1
     if answer.status == "completed":
-        return _completed(job, ctx, answer, elapsed)
+        # a callback said it just ended; otherwise it ended after the last poll that saw it running
+        return _completed(job, ctx, answer, elapsed, elapsed if hinted else job.running_at)
     if answer.status in _PROVIDER_FAILURES:
         return fail(_PROVIDER_FAILURES[answer.status], answer.error or f"the provider reports {answer.status}")
+    job.running_at = elapsed
     if answer.status == "in_progress" and record.state is JobState.SUBMITTED:
         return Move(JobState.IN_PROGRESS, after=_gap(job, ctx, elapsed))
     return Again(_gap(job, ctx, elapsed))
@@ -54,10 +56,10 @@ def _gap(job: Job, ctx: StepContext, elapsed: float, retry_after: float | None =
     return ctx.planner.next_gap(job.request.model, elapsed, job.polls, retry_after)
 
 
-def _completed(job: Job, ctx: StepContext, answer: ProviderJob, elapsed: float) -> Move:
+def _completed(job: Job, ctx: StepContext, answer: ProviderJob, elapsed: float, lower: float | None) -> Move:
     """The provider finished: learn how long the model took, record what it reported, deliver next."""
     model = job.request.model
-    ctx.planner.learn(model, elapsed)
+    ctx.planner.learn(model, elapsed, lower=lower)
     metrics.JOB_DURATION.labels(model=model).observe(elapsed)
     if (cost := actual_cost(answer.usage.model_dump() if answer.usage else None)) is not None:
         metrics.COST.labels(model=model).inc(cost)
