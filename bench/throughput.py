@@ -261,6 +261,7 @@ async def _daemon(
         "jobs_per_s": round(jobs / total_s, 1),
         "peak_inflight": peak,
         "submits": stats["submits"],
+        **({"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]} if callbacks else {}),
     }, settings
 
 

@@ -196,10 +196,11 @@ class TestRequests:
 
     def test_client_settings(self) -> None:
         """The client has explicit timeouts, no redirects, and a repr without the key."""
-        client = OpenRouterClient(BASE, KEY, connect_timeout=3, read_timeout=20)
-        http = client._http
-        assert http.timeout == httpx.Timeout(connect=3, read=20, write=20, pool=3)
-        assert http.follow_redirects is False
+        client = OpenRouterClient(BASE, KEY, connect_timeout=3, read_timeout=20, max_connections=92)
+        assert len(client._http) == 6  # small pools: httpcore checks every connection of a pool per request
+        for http in client._http.clients:
+            assert http.timeout == httpx.Timeout(connect=3, read=20, write=20, pool=3)
+            assert http.follow_redirects is False
         assert KEY not in repr(client)
 
 
@@ -228,7 +229,7 @@ class TestKeyScope:
             return httpx.Response(200)
 
         async with make_client(handler) as client:
-            await client._http.get(url)
+            await client._http.clients[0].get(url)
         assert ("Authorization" in seen[0].headers) is has_key
 
     @pytest.mark.asyncio
