@@ -26,9 +26,16 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Two phases (tests/serial.py): every test but those marked `serial` in TEST_WORKERS parallel workers,
+# then the `serial` ones (they stop RabbitMQ) on their own. Both always run; PYTEST_ARGS goes to both.
+TEST_WORKERS ?= 4
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -p tests.serial
+
 test: lint
 	$(PY) -m videoworker_devtools.rabbit
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) --serial=skip -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); parallel=$$?; \
+	$(PYTEST) --serial=only $(PYTEST_ARGS); serial=$$?; \
+	test $$parallel -eq 0 && test $$serial -eq 0
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit

@@ -340,6 +340,7 @@ def proxied_url(url: str, port: int, query: str = "") -> str:
 # --- R5: stop_app under load -----------------------------------------------------------------------
 
 
+@pytest.mark.serial  # stops the whole RabbitMQ node: no other test may run meanwhile
 async def test_rabbitmq_stop_app_for_30s_under_load(
     listener: Listener, daemon: Any, sim: SimulatorThread, broker_app_restored: None
 ) -> None:
