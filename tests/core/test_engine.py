@@ -39,6 +39,9 @@ async def outbox(r: Rig, request_id: str) -> list[str]:
 async def test_a_job_runs_to_its_final_event(rig: RigFactory) -> None:
     """received → … → done: the ledger row, the events in order, the reply, the stored video."""
     r = await rig()
+    # long enough that a poll sees it running (in_progress) even on a loaded machine; the rig's
+    # 0.05-0.15 s jobs can be over before the first poll, which then skips straight to completed
+    r.sim.configure(job_seconds=[1.0, 1.2])
     await accept(r, "e-ok", ReplyTarget("reply-q", "corr-1"))
     row = await r.final("e-ok")
     assert row.state is JobState.DONE and row.job_id and row.data["outputs"][0]["bytes"] > 0

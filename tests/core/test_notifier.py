@@ -97,6 +97,7 @@ async def test_a_refused_notification_is_dead_and_can_be_replayed(rig: RigFactor
     receiver = Receiver()
     receiver.failing["main"] = NotifyError("gone", retryable=False)
     r = await rig(plugins={"rx": receiver})
+    r.sim.configure(job_seconds=[1.0, 1.2])  # a poll sees it running, so in_progress is owed too (even under load)
     await accept(r, "n-dead")
     await r.final("n-dead")
 
