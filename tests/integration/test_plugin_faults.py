@@ -91,7 +91,9 @@ async def test_storage_that_always_fails_ends_in_storage_failed(
     assert "flaky store is down" in final["error"]["message"]
     assert final["outputs"] == []
     assert len(dead.calls) >= 2
-    assert dead.calls[-1] - dead.calls[0] > 2  # retried for the whole storage_retry_seconds
+    # retried for the whole storage_retry_seconds. The daemon times the window from just after each store
+    # raised, the store from just before, so the last retry may start a moment (ms) short of 2 s on its clock
+    assert dead.calls[-1] - dead.calls[0] > 2 - 0.05
     assert time.monotonic() - started < 20
     await observer.wait(lambda: observer.finals("dead-1"), what="the failed event on the exchange")
     statuses = [k for k, b, _ in observer.events if b["id"] == "dead-1"]
