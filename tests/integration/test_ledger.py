@@ -19,6 +19,7 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import pytest_asyncio
 
+from videoworker import metrics
 from videoworker.core.states import IllegalTransition, JobState
 from videoworker.ledger import SCHEMA_VERSION, open_ledger
 from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
@@ -417,3 +418,18 @@ async def test_postgres_concurrent_schema_creation(pg_schema: str) -> None:
         assert await ledgers[5].get(rec.request_id) == rec
     finally:
         await asyncio.gather(*(led.close() for led in ledgers))
+
+
+async def test_postgres_statements_are_counted(ledger: Ledger) -> None:
+    """``videoworker_ledger_statements_total`` counts each statement a PostgreSQL ledger sends (SQLite: none)."""
+
+    def counted(kind: str) -> float:
+        return metrics.LEDGER_STATEMENTS.labels(kind=kind)._value.get()  # type: ignore[no-any-return]
+
+    before = {kind: counted(kind) for kind in ("insert", "begin", "commit")}
+    await ledger.claim(job(), None)
+    grew = {kind: counted(kind) - before[kind] for kind in before}
+    if isinstance(ledger, PostgresLedger):
+        assert grew["insert"] >= 1 and grew["begin"] >= 1 and grew["commit"] >= 1, grew
+    else:
+        assert grew == {"insert": 0, "begin": 0, "commit": 0}

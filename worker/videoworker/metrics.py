@@ -160,6 +160,9 @@ BUDGET_REMAINING = Gauge("videoworker_budget_remaining_usd", "Today's (UTC) dail
 BUDGET_UNKNOWN_PRICE = _GuardedCounter(
     "videoworker_budget_unknown_price_total", "Requests submitted whose price could not be estimated", ["model"]
 )
+LEDGER_STATEMENTS = Counter(
+    "videoworker_ledger_statements_total", "Statements sent to a PostgreSQL ledger, by first word", ["kind"]
+)
 LEDGER_PRUNED = Counter("videoworker_ledger_pruned_total", "Ledger rows removed or trimmed by retention", ["kind"])
 REPLIES_REFUSED = Counter(
     "videoworker_replies_refused_total", "Requests whose reply_to was not used, by reason", ["reason"]

@@ -45,6 +45,7 @@ from videoworker.ledger.base import (
 )
 from videoworker.ledger.pgtypes import Connection, Pool
 from videoworker.ledger.postgres_operations import PostgresOperations
+from videoworker.ledger.statements import count_statements
 
 _SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation and migration
 _Q = sql.common(sql.POSTGRES)
@@ -87,7 +88,7 @@ class PostgresLedger(extras.PostgresExtras, PostgresOperations):
         """
         settings = {"search_path": _ident(self.schema)} if self.schema else None
         pool: Pool = await asyncpg.create_pool(
-            self.url, min_size=self.min_size, max_size=self.max_size, server_settings=settings
+            self.url, min_size=self.min_size, max_size=self.max_size, server_settings=settings, init=count_statements
         )
         try:
             async with pool.acquire() as conn, conn.transaction():
