@@ -84,17 +84,21 @@ def simulate(
 @click.option(
     "--sinks", is_flag=True, help="Also store in S3 (moto) and announce through a signed webhook and Slack (local)."
 )
+@click.option(
+    "--callbacks", is_flag=True, help="Turn the push path on: signed callbacks from the simulator replace most polls."
+)
 @click.pass_obj
-def demo(obj: Ctx, count: int, data_dir: Path, sinks: bool) -> None:
+def demo(obj: Ctx, count: int, data_dir: Path, sinks: bool, callbacks: bool) -> None:
     """Run everything here: simulator, RabbitMQ (started if needed), daemon, and a few requests.
 
     With --sinks the S3, webhooks and Slack plugins are configured against local stand-ins
     (moto's S3 server, a receiver verifying signatures, a Slack stand-in), and the demo
-    shows each video in every sink.
+    shows each video in every sink. With --callbacks the simulator sends a signed callback
+    as each job ends and the daemon polls that job once, when told.
     """
     from videoworker_devtools.demo import run_demo
 
     try:
-        sys.exit(asyncio.run(run_demo(obj.config, count, data_dir, with_sinks=sinks)))
+        sys.exit(asyncio.run(run_demo(obj.config, count, data_dir, with_sinks=sinks, with_callbacks=callbacks)))
     except WorkerError as exc:
         fail(str(exc))

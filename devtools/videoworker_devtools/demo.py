@@ -3,12 +3,16 @@
 Starts RabbitMQ if it is installed but down, the simulator on a free port, the daemon
 in this process (its own queue names, so it never touches a real deployment's), then
 publishes a few requests, waits for their final events and shows where the videos are.
+With ``--callbacks`` the push path is on: the simulator sends a signed callback as each
+job ends, the daemon's receiver checks it and polls that job at once, and the demo shows
+how many callbacks came and how many polls were made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,11 @@ PROMPTS = [
 ]
 
 
-async def run_demo(config: Path | None, count: int, data_dir: Path, *, with_sinks: bool = False) -> int:
-    """Return the exit code: 0 when every request completed (and, with sinks, reached every sink)."""
+async def run_demo(
+    config: Path | None, count: int, data_dir: Path, *, with_sinks: bool = False, with_callbacks: bool = False
+) -> int:
+    """Return the exit code: 0 when every request completed (and, with sinks, reached every sink;
+    with callbacks, each job was found through its callback)."""
     base = load_settings(config)
     try:
         click.echo(ensure_rabbitmq(base.amqp_url.get_secret_value()))
@@ -42,7 +49,7 @@ async def run_demo(config: Path | None, count: int, data_dir: Path, *, with_sink
         return 2
     with contextlib.ExitStack() as stack:
         extra = stack.enter_context(sinks()) if with_sinks else None
-        code = await _run(config, count, data_dir, extra.plugin_config() if extra else {})
+        code = await _run(config, count, data_dir, extra.plugin_config() if extra else {}, with_callbacks)
         if extra is not None and code == 0:
             click.echo("and in the sinks:")
             code = 0 if await extra.report(_RESULTS) else 1
@@ -52,9 +59,18 @@ async def run_demo(config: Path | None, count: int, data_dir: Path, *, with_sink
 _RESULTS: list[dict[str, Any]] = []
 
 
-async def _run(config: Path | None, count: int, data_dir: Path, plugins: dict[str, Any]) -> int:
+async def _run(config: Path | None, count: int, data_dir: Path, plugins: dict[str, Any], callbacks: bool) -> int:
     suffix = uuid.uuid4().hex[:6]
-    with SimulatorThread(SimConfig(job_seconds=(2.0, 4.0))) as sim:
+    secret = f"demo-signing-{suffix}"
+    with SimulatorThread(SimConfig(job_seconds=(2.0, 4.0), callback_secret=secret if callbacks else None)) as sim:
+        push: dict[str, Any] = {}
+        if callbacks:
+            port = _free_port()
+            push = {
+                "callback_public_url": f"http://127.0.0.1:{port}/callbacks",
+                "callback_port": port,
+                "openrouter_webhook_secret": secret,
+            }
         settings = load_settings(
             config,
             openrouter_api_key=sim.api_key,
@@ -67,6 +83,7 @@ async def _run(config: Path | None, count: int, data_dir: Path, plugins: dict[st
             log_format="console",
             log_level="warning",
             plugins=plugins,
+            **push,
         )
         configure_logging(settings.log_level, settings.log_format)
         click.echo(f"simulator at {sim.base_url}; data in {data_dir.resolve()}; queue {settings.request_queue}")
@@ -94,8 +111,25 @@ async def _run(config: Path | None, count: int, data_dir: Path, plugins: dict[st
             daemon.request_stop("demo finished")
             await running
             await _drop_queues(settings)
+        stats = sim.stats()
     _RESULTS[:] = results
-    return _report(results, count)
+    code = _report(results, count)
+    if callbacks:
+        code = code or _report_callbacks(stats, count)
+    return code
+
+
+def _report_callbacks(stats: dict[str, Any], count: int) -> int:
+    """With the push path on, each job should be polled once: the poll its callback asked for."""
+    sent, polls = stats["callbacks_sent"], stats["polls"]
+    click.echo(f"push path: {sent} signed callbacks delivered; {polls} polls for {count} jobs")
+    return 0 if sent >= count and polls <= count else 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _progress(event: dict[str, Any]) -> None:
