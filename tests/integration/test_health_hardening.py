@@ -69,7 +69,9 @@ def server_side_fds(port: int) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
-    held = 0
+    # counted by inode: the kernel writes the table while other processes open and close sockets (the
+    # parallel test workers do), and a socket can then be listed twice in one read
+    held = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         if not os.path.exists(table):
             continue
@@ -78,8 +80,8 @@ def server_side_fds(port: int) -> int:
                 fields = row.split()
                 local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
                 if local_port == port and state != "0A" and inode in inodes:  # 0A: the listener itself
-                    held += 1
-    return held
+                    held.add(inode)
+    return len(held)
 
 
 async def closed_by_server(reader: asyncio.StreamReader) -> float:
