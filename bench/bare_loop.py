@@ -3,14 +3,22 @@
 aio-pika and httpx only: take a request, acknowledge it at once, submit, poll with
 exponential backoff between the same minimum and maximum gaps, download every output,
 publish the final event and the reply. No ledger, no plugins, no dedup, no crash safety.
-``bench/throughput.py --floor`` runs it against the same simulator in the same
-invocation, so the daemon's figures can be given as ratios to it.
+``bench/throughput.py --floor`` runs it (in its own process, so its CPU and memory are
+its own) against the same simulator in the same invocation, so the daemon's figures can
+be given as ratios to it:
+
+    python bench/bare_loop.py <simulator base url> <queue> <jobs> <min poll> <max poll>
+
+prints one JSON line: its end-to-end time, polls, CPU seconds, peak RSS and when each
+reply arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +26,10 @@ from typing import Any
 
 import aio_pika
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.publisher import publish_requests
 
 
 async def run_floor(
@@ -78,13 +90,24 @@ async def run_floor(
     await requests.consume(consume)
     await replies.consume(on_reply, no_ack=True)
     started = time.perf_counter()
-    for i in range(jobs):
-        body: dict[str, Any] = {"id": f"f-{i}", "model": "sim/fast", "prompt": f"floor {i}", "duration": 4}
-        await channel.default_exchange.publish(
-            aio_pika.Message(json.dumps(body).encode(), reply_to=replies.name), routing_key=queue
-        )
+    await publish_requests(channel, queue, jobs, "floor", replies.name)
     await done.wait()
     total = time.perf_counter() - started
     await client.aclose()
     await connection.close()
     return {"end_to_end_s": round(total, 2), "polls": polls, "arrived": arrived}
+
+
+def main() -> None:
+    base, queue, jobs, low, high = sys.argv[1:6]
+    got = asyncio.run(
+        run_floor("amqp://guest:guest@localhost:5672/", base, "sim-key", queue, int(jobs), (float(low), float(high)))
+    )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps({**got, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)})
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bare_loop import run_floor  # noqa: E402
+from bench.publisher import publish_requests  # noqa: E402
 from videoworker.config import load_settings  # noqa: E402
 from videoworker.core.retention import Pruner  # noqa: E402
 from videoworker.ledger import open_ledger  # noqa: E402
@@ -55,22 +56,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def _publish(queue: str, n: int, tag: str, reply_to: str, channel: aio_pika.abc.AbstractChannel) -> float:
-    started = time.perf_counter()
-    sem = asyncio.Semaphore(500)
-
-    async def one(i: int) -> None:
-        async with sem:
-            body = json.dumps({"id": f"{tag}-{i}", "model": "sim/fast", "prompt": f"{tag} {i}", "duration": 4}).encode()
-            await channel.default_exchange.publish(
-                aio_pika.Message(body, reply_to=reply_to, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=queue,
-            )
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return time.perf_counter() - started
 
 
 def _figures(
@@ -97,16 +82,21 @@ def _figures(
     }
 
 
-async def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
-    """The bare loop's figures on the same simulator, which is then reset for the daemon's run."""
-    started_unix, cpu_before = time.time(), _cpu_seconds()
+def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
+    """The bare loop's figures, in its own process on the same simulator (reset afterwards).
+
+    Its own process, so its CPU and peak RSS are its own; it publishes with the same
+    code as the daemon's run (bench/publisher.py).
+    """
+    started_unix = time.time()
     queue = f"floor.{uuid.uuid4().hex[:6]}"
-    got = await run_floor("amqp://guest:guest@localhost:5672/", base, "sim-key", queue, jobs, poll)
-    cpu_s = _cpu_seconds() - cpu_before
+    command = [sys.executable, str(ROOT / "bench" / "bare_loop.py"), base, queue, str(jobs), *map(str, poll)]
+    run = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=max(600, jobs))
+    got = json.loads(run.stdout)
     stats = _sim(base, "stats")
     _sim(base, "reset")
-    figures = _figures(stats, "floor ", started_unix, cpu_s, jobs, got["arrived"])
-    return {**figures, "end_to_end_s": got["end_to_end_s"]}
+    figures = _figures(stats, "floor ", started_unix, got["cpu_s"], jobs, got["arrived"])
+    return {**figures, "end_to_end_s": got["end_to_end_s"], "peak_rss_mib": got["peak_rss_mib"]}
 
 
 def _sim(base: str, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -216,6 +206,8 @@ async def _daemon(
         log_level="warning",
         log_format="json",
         prefetch=256,
+        # plugins installed in this environment for their tests, not used here: not loaded (as in production)
+        disabled_plugins=[p.name for p in entry_points(group="videoworker") if not p.value.startswith("videoworker.")],
         **push,
     )
     configure_logging(settings.log_level, settings.log_format)
@@ -239,7 +231,7 @@ async def _daemon(
 
     await replies.consume(on_reply)
     started, started_unix, cpu_before = time.perf_counter(), time.time(), _cpu_seconds()
-    publish_s = await _publish(settings.request_queue, jobs, f"bench{suffix}", replies.name, channel)
+    publish_s = await publish_requests(channel, settings.request_queue, jobs, f"bench{suffix}", replies.name)
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
@@ -261,7 +253,12 @@ async def _daemon(
         "jobs_per_s": round(jobs / total_s, 1),
         "peak_inflight": peak,
         "submits": stats["submits"],
-        **({"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]} if callbacks else {}),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **(
+            {"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]}
+            if callbacks
+            else {}
+        ),
     }, settings
 
 
@@ -280,7 +277,7 @@ async def run(
     sim, base = _start_simulator(job_seconds)
     data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
     try:
-        floor_figures = await _floor(base, jobs, poll) if floor else None
+        floor_figures = _floor(base, jobs, poll) if floor else None
         runs: dict[str, Any] = {}
         for mode in modes:
             figures, settings = await _daemon(base, data_dir, jobs, poll, mode == "callbacks")
