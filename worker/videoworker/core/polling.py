@@ -1,8 +1,8 @@
 """When to poll a job: learn each model's durations, poll sparsely before they end and densely as they do.
 
 A fixed backoff spends most of its polls on jobs that cannot be done yet: a model whose
-videos take 20–30 s is asked five times before 20 s. The planner keeps the recent
-durations of each model and places polls on a grid over the window where most of them
+videos take 20–30 s is asked five times before 20 s. The planner keeps a sample of the
+recent durations of each model and places polls on a grid over the window where most of them
 end (its 5th to 95th percentile): one wait until the window opens, then a poll every
 ``step``, a third of the window's width (at least ``shortest``, at most three quarters
 of ``longest``), then a backoff towards ``longest`` once the job runs later than the
@@ -24,11 +24,11 @@ expected end, then one every ``reconcile`` seconds, so a lost callback is still 
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
 import random
-from collections import deque
 from pathlib import Path
 
 import structlog
@@ -36,39 +36,49 @@ import structlog
 log = structlog.get_logger("videoworker.polling")
 
 #: Durations kept per model: enough for stable percentiles, few enough to follow a change.
-WINDOW = 200
+WINDOW = 1000
 #: A model needs this many durations before the planner trusts its window.
 MIN_SAMPLES = 5
 #: Models remembered (and saved); the least recently learned is forgotten first.
-MAX_MODELS = 256
+MAX_MODELS = 128
 #: The saved file is refused above this size (it is read at start, before anything else).
-MAX_FILE_BYTES = 4 * 2**20
+MAX_FILE_BYTES = 8 * 2**20
 LOW, HIGH = 0.05, 0.95
 #: Where in the data folder what was learned is kept across restarts.
 DURATIONS_FILE = "poll-durations.json"
 
 
 class Durations:
-    """The last :data:`WINDOW` durations of one model, with cached percentiles."""
+    """A sample of one model's recent durations (at most :data:`WINDOW`), kept sorted for percentiles.
+
+    Once full, a new duration replaces a random one, not the oldest. Jobs submitted together
+    finish in order of their duration, so after a burst the last few hundred to finish are
+    the longest ones: keeping only the newest would shift the window to the tail. A random
+    replacement keeps a mix, and still forgets: a duration lasts about :data:`WINDOW` more
+    jobs.
+    """
 
     def __init__(self, samples: list[float] | None = None) -> None:
-        self._samples: deque[float] = deque(samples or (), maxlen=WINDOW)
-        self._sorted: list[float] | None = None
+        self._samples: list[float] = list(samples or ())[-WINDOW:]
+        self._sorted = sorted(self._samples)
 
     def __len__(self) -> int:
         return len(self._samples)
 
     def add(self, seconds: float) -> None:
-        self._samples.append(seconds)
-        self._sorted = None
+        if len(self._samples) < WINDOW:
+            self._samples.append(seconds)
+        else:
+            index = random.randrange(WINDOW)
+            del self._sorted[bisect.bisect_left(self._sorted, self._samples[index])]
+            self._samples[index] = seconds
+        bisect.insort(self._sorted, seconds)
 
     def samples(self) -> list[float]:
         return list(self._samples)
 
     def quantile(self, p: float) -> float:
         """The ``p`` percentile (nearest rank) of the kept durations."""
-        if self._sorted is None:
-            self._sorted = sorted(self._samples)
         values = self._sorted
         return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))]
 
