@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(16 * 1024, gt=0, description="largest metadata object accepted, bytes of JSON")
     max_download_bytes: int = Field(2 * 1024**3, gt=0, description="largest video downloaded, bytes")
     max_inflight: int = Field(10_000, gt=0, description="jobs one instance holds at once; intake pauses above it")
-    max_concurrent_submits: int = Field(16, gt=0, description="submits in flight at once")
+    max_concurrent_submits: int = Field(64, gt=0, description="submits in flight at once")
     max_concurrent_polls: int = Field(64, gt=0, description="polls in flight at once")
     max_concurrent_downloads: int = Field(8, gt=0, description="downloads (and storage steps) in flight at once")
     prefetch: int = Field(64, gt=0, description="unacked request deliveries per consumer")
