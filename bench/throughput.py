@@ -205,7 +205,6 @@ async def _daemon(
         max_inflight=max(jobs, 10),
         log_level="warning",
         log_format="json",
-        prefetch=256,
         # plugins installed in this environment for their tests, not used here: not loaded (as in production)
         disabled_plugins=[p.name for p in entry_points(group="videoworker") if not p.value.startswith("videoworker.")],
         **push,
