@@ -269,9 +269,9 @@ async def run(
     retention: bool = False,
     floor: bool = False,
 ) -> dict[str, Any]:
-    """The floor (if asked), then one daemon run per mode, in order, sharing one data folder:
-    a later run starts with what the poll planner learned in the earlier one, as a restarted
-    daemon does."""
+    """The floor (if asked), then one daemon run per mode, in order, each in a fresh process
+    sharing one data folder: a later run starts with what the poll planner learned in the
+    earlier one, as a restarted daemon does, and each run's CPU and peak RSS are its own."""
     ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
     sim, base = _start_simulator(job_seconds)
     data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
@@ -279,7 +279,7 @@ async def run(
         floor_figures = _floor(base, jobs, poll) if floor else None
         runs: dict[str, Any] = {}
         for mode in modes:
-            figures, settings = await _daemon(base, data_dir, jobs, poll, mode == "callbacks")
+            figures = _daemon_process(mode, base, data_dir, jobs, poll)
             if floor_figures:
                 figures["ratios_to_floor"] = {
                     k: round(figures[k] / v, 2) for k, v in floor_figures.items() if v and k in figures
@@ -287,6 +287,7 @@ async def run(
             runs[mode] = figures
     finally:
         sim.terminate()
+    settings = load_settings(None, openrouter_api_key="sim-key", data_dir=data_dir)
     sizes = await _retention(settings, jobs) if retention else {}
     ledger = data_dir / "ledger.sqlite3"
     return {
@@ -296,11 +297,18 @@ async def run(
         **({"floor": floor_figures} if floor_figures else {}),
         "runs": runs,
         **sizes,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ledger_mib": round(sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite3*")) / 2**20, 1)
         if ledger.exists()
         else 0,
     }
+
+
+def _daemon_process(mode: str, base: str, data_dir: Path, jobs: int, poll: tuple[float, float]) -> dict[str, Any]:
+    """One daemon run (see :func:`_daemon`) in a fresh ``python bench/throughput.py --child`` process."""
+    command = [sys.executable, __file__, "--child", mode, "--base", base, "--data-dir", str(data_dir)]
+    command += ["--jobs", str(jobs), "--poll", *map(str, poll)]
+    run = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=max(600, jobs))
+    return dict(json.loads(run.stdout))
 
 
 def main() -> None:
@@ -317,7 +325,16 @@ def main() -> None:
     )
     parser.add_argument("--retention", action="store_true", help="also measure the ledger before and after pruning")
     parser.add_argument("--floor", action="store_true", help="first run the bare loop (bench/bare_loop.py); add ratios")
+    parser.add_argument("--child", choices=("polling", "callbacks"), help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:  # one daemon run, for the parent process
+        figures, _ = asyncio.run(
+            _daemon(args.base, args.data_dir, args.jobs, tuple(args.poll), args.child == "callbacks")
+        )
+        print(json.dumps(figures))
+        return
     result = asyncio.run(
         run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.modes, args.retention, args.floor)  # type: ignore[arg-type]
     )
