@@ -20,6 +20,7 @@ from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Again, Move, Outcome, Release
 from videoworker.core.states import JobState, Step
 from videoworker.core.steps import STEPS
+from videoworker.testing.recorder import until
 
 RigFactory = Callable[..., Awaitable[Rig]]
 
@@ -59,6 +60,10 @@ async def _until_end(r: Rig, job: Job) -> Move:
     while (outcome := await _until_move(r, job)).to is JobState.IN_PROGRESS:
         await record(r, job, outcome)
     return outcome
+
+
+def _all_ended(r: Rig) -> bool:
+    return all(j["status"] == "completed" for j in r.sim.stats()["jobs"].values())
 
 
 async def _until_move(r: Rig, job: Job) -> Move:
@@ -194,7 +199,7 @@ async def test_poll_of_a_failed_job_fails_it(rig: RigFactory) -> None:
 
 
 async def test_poll_past_job_timeout_fails_with_timeout(rig: RigFactory) -> None:
-    """A job older than job_timeout fails without another poll."""
+    """A job older than job_timeout is polled once more, and fails with timeout if still running."""
     r = await rig(job_timeout=0.01)
     r.sim.configure(never_finish_rate=1.0)
     job = await r.claim("p-late")
@@ -203,7 +208,42 @@ async def test_poll_past_job_timeout_fails_with_timeout(rig: RigFactory) -> None
     await asyncio.sleep(0.02)
     outcome = await run(r, job, Step.POLL)
     assert isinstance(outcome, Move) and outcome.error is not None and outcome.error["code"] == "timeout"
-    assert r.sim.stats()["polls"] == polls
+    assert r.sim.stats()["polls"] == polls + 1
+
+
+async def test_a_job_that_finished_is_delivered_even_when_found_past_job_timeout(rig: RigFactory) -> None:
+    """The provider charged for it: a video found done after job_timeout is still completed, not timed out."""
+    r = await rig(job_timeout=0.3)
+    job = await r.claim("p-paid")
+    await advanced_to(r, job, JobState.SUBMITTED)
+    await until(lambda: _all_ended(r), timeout=10, what="the job ends")
+    await asyncio.sleep(max(0.0, 0.35 - (time.time() - float(job.record.data["submitted_at"]))))
+    outcome = await run(r, job, Step.POLL)
+    assert isinstance(outcome, Move) and outcome.to is JobState.COMPLETED, outcome
+
+
+async def test_gaps_never_run_far_past_job_timeout(rig: RigFactory) -> None:
+    """Whatever the planner learned, the last poll comes about when job_timeout runs out."""
+    r = await rig(job_timeout=5.0)
+    r.sim.configure(never_finish_rate=1.0)
+    for _ in range(10):
+        r.engine.ctx.planner.learn("google/veo-3.1", 600.0, lower=600.0)  # a window far past the timeout
+    job = await r.claim("p-capped")
+    await advanced_to(r, job, JobState.SUBMITTED)
+    outcome = await _until_move(r, job)  # the in_progress move, with the gap to the next poll
+    assert outcome.to is JobState.IN_PROGRESS and outcome.after <= 5.0 + r.settings.poll_interval
+
+
+async def test_a_job_adopted_from_a_former_life_teaches_the_planner_nothing_it_cannot_know(rig: RigFactory) -> None:
+    """Found done at its first poll after adoption, a job ended at some unknown time: no duration is learned."""
+    r = await rig()
+    job = await r.claim("p-adopted")
+    await advanced_to(r, job, JobState.SUBMITTED)
+    job.adopted = True
+    await until(lambda: _all_ended(r), timeout=10, what="the job ends")
+    outcome = await run(r, job, Step.POLL)
+    assert isinstance(outcome, Move) and outcome.to is JobState.COMPLETED
+    assert r.engine.ctx.planner.expected(job.request.model) is None
 
 
 async def test_poll_answered_429_waits_at_least_retry_after(rig: RigFactory) -> None:

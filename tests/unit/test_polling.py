@@ -215,7 +215,10 @@ def test_what_was_learned_survives_a_restart(tmp_path: Path) -> None:
         json.dumps({"models": ["m"]}),
         json.dumps([1, 2]),
         json.dumps({"version": 1}),
+        '{"models": {"m": [1' + "0" * 400 + "]}}",  # a number too big for a float: OverflowError
+        '{"models": {"m": ' + "[" * 100_000 + "]" * 100_000 + "}}",  # nested too deep: RecursionError
     ],
+    ids=["text", "strings", "list", "not-object", "no-models", "overflow", "deep"],
 )
 def test_a_damaged_file_is_ignored(tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "poll-durations.json"
@@ -232,10 +235,12 @@ def test_a_missing_file_is_a_cold_start(tmp_path: Path) -> None:
 
 def test_loaded_values_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "poll-durations.json"
-    models = {f"m{i}": [-1.0, 1e9, *([12.0] * (WINDOW + 5))] for i in range(MAX_MODELS + 3)}
+    models = {f"m{i}": [*([12.0] * (WINDOW + 5)), -1.0, 1e9, float("nan")] for i in range(MAX_MODELS + 3)}
+    models["x" * 300] = [12.0] * 10
     path.write_text(json.dumps({"version": 1, "models": models}))
     planner = PollPlanner(2, 5)
-    assert planner.load(path) == MAX_MODELS
+    assert planner.load(path) == MAX_MODELS - 1  # the last MAX_MODELS, less the over-long id
+    assert planner.window("x" * 300) is None
     assert planner.window(f"m{MAX_MODELS + 2}") == (12.0, 12.0)
 
 
@@ -251,3 +256,17 @@ def test_with_callbacks_polls_reconcile_after_the_expected_end() -> None:
 def test_a_failed_save_is_logged_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _learned(2, 5, [20.0] * 5).save(tmp_path / "missing-folder" / "poll-durations.json")
     assert "could not save the learned poll durations" in capsys.readouterr().out
+
+
+async def test_a_failed_start_does_not_erase_what_was_learned(tmp_path: Path) -> None:
+    """An engine that never started (ledger or broker down at start) leaves the saved file alone."""
+    from videoworker.config import load_settings
+    from videoworker.core.engine import Engine
+
+    path = tmp_path / "poll-durations.json"
+    _learned(2, 5, [20.0] * 10).save(path)
+    saved = path.read_text()
+    settings = load_settings(None, openrouter_api_key="k", data_dir=tmp_path)
+    engine = Engine(settings, None, None, None)  # type: ignore[arg-type]
+    await engine.stop(0.1)
+    assert path.read_text() == saved

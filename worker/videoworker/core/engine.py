@@ -75,6 +75,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._submitting = 0  # submits between their `submitting` record and the record of the answer
         self._stopping = False
+        self._started = False
         self._reconciling: set[asyncio.Task[None]] = set()
 
     @property
@@ -97,6 +98,7 @@ class Engine:
     def start(self) -> None:
         self.ctx.workdir.prepare()
         self.ctx.planner.load(self.settings.data_dir / DURATIONS_FILE)
+        self._started = True  # only a started engine saves: a failed start must not erase the file
         for step, count in self.workers().items():
             self._tasks += [asyncio.create_task(self._work(step, STEPS[step])) for _ in range(count)]
         self._tasks.append(asyncio.create_task(self._dispatch()))
@@ -132,7 +134,8 @@ class Engine:
         await asyncio.gather(*self._tasks, *self._reconciling, return_exceptions=True)
         self._tasks.clear()
         await self.recorder.stop()
-        self.ctx.planner.save(self.settings.data_dir / DURATIONS_FILE)
+        if self._started:
+            self.ctx.planner.save(self.settings.data_dir / DURATIONS_FILE)
 
     # --- entry points ------------------------------------------------------------------
     def accept(self, record: JobRecord, request: VideoRequest) -> None:
@@ -145,7 +148,7 @@ class Engine:
         step = step_for(record.state)
         if record.request_id in self.jobs or step is None:
             return
-        self.jobs.hold(Job(record, VideoRequest.model_validate(record.request)))
+        self.jobs.hold(Job(record, VideoRequest.model_validate(record.request), adopted=True))
         log.info("adopted job", request_id=record.request_id, job_id=record.job_id, state=record.state.value)
         self._schedule(step, record.request_id, 0)
 

@@ -31,6 +31,7 @@ class Job:
     timer: int | None = None  # the job's pending timer (see Timers.cancel), if one is set
     hinted: bool = False  # a callback asked for a poll that has not run yet
     running_at: float | None = None  # seconds after submit of the last poll that found it running
+    adopted: bool = False  # taken over from a former life or a dead peer (its earlier polls are unknown)
 
     @property
     def id(self) -> str:

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import structlog
@@ -170,11 +171,19 @@ class PollPlanner:
         head start, no more.
         """
         body = json.dumps({"version": 1, "models": {m: d.samples() for m, d in self._models.items()}})
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary = None
         try:
-            temporary.write_text(body)
-            temporary.replace(path)
+            # a unique temporary name: instances sharing a data folder (in containers, all pid 1)
+            # never write the same one; the last to stop wins
+            fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
         except OSError as exc:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
             error = f"{type(exc).__name__}: {exc}"
             log.warning("could not save the learned poll durations", path=str(path), error=error)
 
@@ -186,12 +195,13 @@ class PollPlanner:
                 raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
             models = json.loads(path.read_text())["models"]
             learned = {
-                str(model)[:256]: Durations([float(s) for s in samples[-WINDOW:] if 0 <= float(s) < 1e7])
+                model: Durations([v for v in map(float, samples) if 0 <= v < 1e7][-WINDOW:])
                 for model, samples in list(models.items())[-MAX_MODELS:]
+                if len(model) <= 256  # a longer model id is not one the provider lists
             }
         except FileNotFoundError:
             return 0
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any damage (even OverflowError, RecursionError) means "start cold"
             log.warning("ignoring the saved poll durations", path=str(path), error=f"{type(exc).__name__}: {exc}")
             return 0
         self._models.update(learned)
