@@ -100,13 +100,13 @@ async def run_floor(
 
 def main() -> None:
     base, queue, jobs, low, high = sys.argv[1:6]
+    before = resource.getrusage(resource.RUSAGE_SELF)  # after the imports, like the daemon's figure
     got = asyncio.run(
         run_floor("amqp://guest:guest@localhost:5672/", base, "sim-key", queue, int(jobs), (float(low), float(high)))
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        json.dumps({**got, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)})
-    )
+    cpu_s = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+    print(json.dumps({**got, "cpu_s": cpu_s, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}))
 
 
 if __name__ == "__main__":

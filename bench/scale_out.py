@@ -42,7 +42,7 @@ from videoworker.ledger.base import JobRecord  # noqa: E402
 from videoworker.ledger.postgres import PostgresLedger  # noqa: E402
 from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
 
-PG = os.environ.get("VIDEOWORKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG = os.environ.get("VIDEOWORKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP = "amqp://guest:guest@localhost:5672/"
 _STATEMENTS = re.compile(r'^videoworker_ledger_statements_total\{kind="(\w+)"\} ([0-9.e+]+)$', re.M)
 
@@ -88,11 +88,33 @@ async def _run(count: int, jobs: int, base: str, poll: tuple[float, float], work
         "VIDEOWORKER_POLL_INTERVAL": str(poll[0]),
         "VIDEOWORKER_POLL_MAX_INTERVAL": str(poll[1]),
         "VIDEOWORKER_LOG_LEVEL": "warning",
-        "VIDEOWORKER_PREFETCH": "256",
         # plugins installed here for their tests, not used: not loaded (as in production)
         "VIDEOWORKER_DISABLED_PLUGINS": json.dumps(["s3", "slack", "webhooks", "blocklist"]),
     }
-    instances = []
+    instances: list[tuple[subprocess.Popen[bytes], int]] = []
+    try:
+        return await _measure(count, jobs, queue, env_common, work, suffix, instances, schema)
+    finally:  # a failed or timed-out run leaves no daemon consuming and no schema behind
+        for process, _ in instances:
+            process.terminate()
+        for process, _ in instances:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await _drop(schema)
+
+
+async def _measure(
+    count: int,
+    jobs: int,
+    queue: str,
+    env_common: dict[str, str],
+    work: Path,
+    suffix: str,
+    instances: list[tuple[subprocess.Popen[bytes], int]],
+    schema: str,
+) -> dict[str, Any]:
     for index in range(count):
         port = _free_port()
         env = {
@@ -130,13 +152,11 @@ async def _run(count: int, jobs: int, base: str, poll: tuple[float, float], work
             statements[kind] = statements.get(kind, 0) + value
     for process, _ in instances:
         process.terminate()
-    for process, _ in instances:
         process.wait(60)
     await channel.queue_delete(queue)
     await channel.queue_delete(f"{queue}.dead")
     await connection.close()
     renewal = await _lease_renewal(schema, jobs)
-    await _drop(schema)
     total = sum(statements.values())
     return {
         "instances": count,

@@ -43,9 +43,9 @@ from videoworker.ledger.base import (
     now,
     validate_move,
 )
+from videoworker.ledger.pgconnections import LedgerConnection, count_statements
 from videoworker.ledger.pgtypes import Connection, Pool
 from videoworker.ledger.postgres_operations import PostgresOperations
-from videoworker.ledger.statements import count_statements
 
 _SCHEMA_LOCK = 0x5649_4445_4F4C_4544  # "VIDEOLED": one advisory lock key for schema creation and migration
 _Q = sql.common(sql.POSTGRES)
@@ -88,7 +88,12 @@ class PostgresLedger(extras.PostgresExtras, PostgresOperations):
         """
         settings = {"search_path": _ident(self.schema)} if self.schema else None
         pool: Pool = await asyncpg.create_pool(
-            self.url, min_size=self.min_size, max_size=self.max_size, server_settings=settings, init=count_statements
+            self.url,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            server_settings=settings,
+            init=count_statements,
+            connection_class=LedgerConnection,
         )
         try:
             async with pool.acquire() as conn, conn.transaction():
