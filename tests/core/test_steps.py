@@ -246,9 +246,10 @@ async def test_a_job_adopted_from_a_former_life_teaches_the_planner_nothing_it_c
     assert r.engine.ctx.planner.expected(job.request.model) is None
 
 
-async def test_poll_answered_429_waits_at_least_retry_after(rig: RigFactory) -> None:
-    """A busy provider is polled again no sooner than it asked."""
-    r = await rig()
+@pytest.mark.parametrize("job_timeout", [3600.0, 1.0], ids=["far-from-timeout", "near-timeout"])
+async def test_poll_answered_429_waits_at_least_retry_after(rig: RigFactory, job_timeout: float) -> None:
+    """A busy provider is polled again no sooner than it asked, even when job_timeout is close."""
+    r = await rig(job_timeout=job_timeout)
     job = await r.claim("p-busy")
     await advanced_to(r, job, JobState.SUBMITTED)
     r.sim.configure(error_rate=1.0, error_statuses=[429], retry_after=2)

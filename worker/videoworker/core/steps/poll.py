@@ -61,9 +61,11 @@ def _timeout(ctx: StepContext) -> Move:
 
 
 def _gap(job: Job, ctx: StepContext, elapsed: float, retry_after: float | None = None) -> float:
-    """The planner's gap, but never much past ``job_timeout``: the last poll comes when it runs out."""
-    gap = ctx.planner.next_gap(job.request.model, elapsed, job.polls, retry_after)
-    return min(gap, max(ctx.settings.job_timeout - elapsed, 0) + ctx.settings.poll_interval)
+    """The planner's gap, but never much past ``job_timeout`` (the last poll comes when it runs
+    out), and never sooner than the provider's ``Retry-After``, which wins over both."""
+    gap = ctx.planner.next_gap(job.request.model, elapsed, job.polls)
+    gap = min(gap, max(ctx.settings.job_timeout - elapsed, 0) + ctx.settings.poll_interval)
+    return max(gap, retry_after) if retry_after is not None else gap
 
 
 def _completed(
