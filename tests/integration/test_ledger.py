@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from videoworker import metrics
 from videoworker.core.states import IllegalTransition, JobState
+from videoworker.errors import ConfigError
 from videoworker.ledger import SCHEMA_VERSION, open_ledger
 from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
 from videoworker.ledger.postgres import PostgresLedger
@@ -395,6 +396,18 @@ async def test_postgres_url_schemes() -> None:
         PostgresLedger("mysql://u@h/db")
 
 
+async def test_postgres_pool_size_from_the_url() -> None:
+    """``?pool_size=N`` caps one instance's connections (many instances must fit max_connections)."""
+    ledger = open_ledger("postgresql://u@h/db?schema=s&pool_size=3&sslmode=require")
+    assert isinstance(ledger, PostgresLedger)
+    assert (ledger.max_size, ledger.schema) == (3, "s")
+    assert "pool_size" not in ledger.url and "sslmode=require" in ledger.url
+    assert isinstance(default := open_ledger("postgresql://u@h/db"), PostgresLedger) and default.max_size == 10
+    for bad in ("0", "101", "x", "-1"):
+        with pytest.raises(ConfigError, match="pool_size"):
+            open_ledger(f"postgresql://u@h/db?pool_size={bad}")
+
+
 @pytest_asyncio.fixture
 async def pg_schema() -> AsyncIterator[str]:
     if reason := await _pg_unreachable():
@@ -435,3 +448,21 @@ async def test_postgres_statements_are_counted(ledger: Ledger) -> None:
         assert grew["select"] == 0, grew
     else:
         assert grew == {"insert": 0, "begin": 0, "commit": 0, "select": 0}
+
+
+async def test_a_small_pool_serves_many_concurrent_calls() -> None:
+    """With ``pool_size=2``, twenty concurrent claims wait their turn for a connection and all succeed."""
+    if reason := await _pg_unreachable():
+        pytest.skip(reason)
+    schema = f"pool_{uuid.uuid4().hex[:8]}"
+    ledger = open_ledger(f"{PG_URL}?schema={schema}&pool_size=2")
+    await ledger.open()
+    try:
+        results = await asyncio.gather(*(ledger.claim(job(), None) for _ in range(20)))
+        assert all(r.created for r in results)
+        assert ledger._require().get_max_size() == 2  # type: ignore[attr-defined]
+    finally:
+        await ledger.close()
+        conn = await asyncpg.connect(PG_URL)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()

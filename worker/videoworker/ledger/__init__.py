@@ -11,7 +11,11 @@ from videoworker.ledger.migrations import SCHEMA_VERSION
 
 
 def open_ledger(url: str) -> Ledger:
-    """Build (not yet open) the ledger for ``sqlite:///path`` or ``postgresql://…[?schema=name]``."""
+    """Build (not yet open) the ledger for ``sqlite:///path`` or ``postgresql://…[?schema=name&pool_size=N]``.
+
+    ``pool_size`` (1–100, default 10) caps this instance's PostgreSQL connections: with many
+    instances, their pools together must fit the server's ``max_connections``.
+    """
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from videoworker.ledger.sqlite import SQLiteLedger
@@ -26,8 +30,12 @@ def open_ledger(url: str) -> Ledger:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         schema = query.pop("schema", [None])[0]
+        size = query.pop("pool_size", ["10"])[-1]
+        if not size.isdigit() or not 1 <= int(size) <= 100:
+            raise ConfigError(f"ledger_url: pool_size must be a whole number from 1 to 100, not {size!r}")
         rest = urlencode({k: v[-1] for k, v in query.items()})
-        return PostgresLedger(urlunsplit(parts._replace(query=rest)), schema=schema)
+        ledger = urlunsplit(parts._replace(query=rest))
+        return PostgresLedger(ledger, schema=schema, min_size=1, max_size=int(size))
     raise ConfigError(f"ledger_url: unsupported scheme {scheme!r} (sqlite or postgresql)")
 
 
