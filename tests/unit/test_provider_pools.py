@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import httpx
+import pytest
 
 from videoworker.provider.pools import Pools
 
@@ -76,3 +77,29 @@ async def test_a_failed_request_frees_its_place() -> None:
 async def _one(pools: Pools) -> None:
     async with pools.stream("GET", "/videos/x") as response:
         await response.aread()
+
+
+async def test_every_pool_is_closed_even_when_one_fails_to_close() -> None:
+    closed: list[int] = []
+    made = 0
+
+    class Client(httpx.AsyncClient):
+        def __init__(self, index: int) -> None:
+            super().__init__(transport=httpx.MockTransport(lambda request: httpx.Response(200)))
+            self.index = index
+
+        async def aclose(self) -> None:
+            closed.append(self.index)
+            await super().aclose()
+            if self.index == 0:
+                raise RuntimeError("close failed")
+
+    def make(limit: int) -> httpx.AsyncClient:
+        nonlocal made
+        made += 1
+        return Client(made - 1)
+
+    pools = Pools(make, 3, size=1)
+    with pytest.raises(RuntimeError, match="close failed"):
+        await pools.aclose()
+    assert closed == [0, 1, 2]

@@ -49,5 +49,12 @@ class Pools:
             self._busy[index] -= 1
 
     async def aclose(self) -> None:
+        """Close every pool, even when closing one fails (the first error is raised after)."""
+        errors: list[BaseException] = []
         for client in self._clients:
-            await client.aclose()
+            try:
+                await client.aclose()
+            except Exception as exc:  # noqa: BLE001 - the other pools still close
+                errors.append(exc)
+        if errors:
+            raise errors[0]
