@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.publisher import publish_requests  # noqa: E402
+from bench.simulator import sim_admin, start_simulator  # noqa: E402
 from videoworker.core.states import JobState  # noqa: E402
 from videoworker.ledger.base import JobRecord  # noqa: E402
 from videoworker.ledger.postgres import PostgresLedger  # noqa: E402
+from videoworker_devtools.ports import free_port  # noqa: E402
 from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
 
 PG = os.environ.get("VIDEOWORKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP = "amqp://guest:guest@localhost:5672/"
 _STATEMENTS = re.compile(r'^videoworker_ledger_statements_total\{kind="(\w+)"\} ([0-9.e+]+)$', re.M)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -116,7 +111,7 @@ async def _measure(
     schema: str,
 ) -> dict[str, Any]:
     for index in range(count):
-        port = _free_port()
+        port = free_port()
         env = {
             **env_common,
             "VIDEOWORKER_DATA_DIR": str(work / f"{suffix}-{index}"),
@@ -209,42 +204,16 @@ def main() -> None:
     parser.add_argument("--poll", type=float, nargs=2, default=(1.0, 3.0), help="poll_interval poll_max_interval")
     args = parser.parse_args()
     ensure_rabbitmq(AMQP)
-    port = _free_port()
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "videoworker",
-            "simulate",
-            "--port",
-            str(port),
-            "--job-seconds",
-            *map(str, args.job_seconds),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
+    sim, base = start_simulator(tuple(args.job_seconds))
     results = []
     try:
-        _wait_sim(base)
         with tempfile.TemporaryDirectory(prefix="vw-scale-") as work:
             for count in args.instances:
                 results.append(asyncio.run(_run(count, args.jobs, base, tuple(args.poll), Path(work))))  # type: ignore[arg-type]
-                httpx.post(f"http://127.0.0.1:{port}/_sim/reset", timeout=30)
+                sim_admin(base, "reset")
     finally:
         sim.terminate()
     print(json.dumps({"job_seconds": list(args.job_seconds), "poll": list(args.poll), "runs": results}))
-
-
-def _wait_sim(base: str) -> None:
-    for _ in range(100):
-        try:
-            httpx.get(f"{base}/videos/models", timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError("the simulator did not start")
 
 
 if __name__ == "__main__":

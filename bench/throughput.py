@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,24 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.publisher import publish_requests  # noqa: E402
+from bench.simulator import sim_admin, start_simulator  # noqa: E402
 from videoworker.config import load_settings  # noqa: E402
 from videoworker.core.retention import Pruner  # noqa: E402
 from videoworker.ledger import open_ledger  # noqa: E402
 from videoworker.logs import configure_logging  # noqa: E402
 from videoworker.runtime import Daemon  # noqa: E402
+from videoworker_devtools.ports import free_port  # noqa: E402
 from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _figures(
@@ -93,19 +87,10 @@ def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
     command = [sys.executable, str(ROOT / "bench" / "bare_loop.py"), base, queue, str(jobs), *map(str, poll)]
     run = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=max(600, jobs))
     got = json.loads(run.stdout)
-    stats = _sim(base, "stats")
-    _sim(base, "reset")
+    stats = sim_admin(base, "stats")
+    sim_admin(base, "reset")
     figures = _figures(stats, "floor ", started_unix, got["cpu_s"], jobs, got["arrived"])
     return {**figures, "end_to_end_s": got["end_to_end_s"], "peak_rss_mib": got["peak_rss_mib"]}
-
-
-def _sim(base: str, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The simulator's control API: ``stats`` (GET), ``reset`` or ``config`` (POST)."""
-    url = f"{base.removesuffix('/api/v1')}/_sim/{what}"
-    if what == "stats":
-        return dict(httpx.get(url, timeout=300).json())
-    httpx.post(url, json=body, timeout=30).raise_for_status()
-    return {}
 
 
 def _cpu_seconds() -> float:
@@ -161,37 +146,19 @@ async def _retention(settings: Any, jobs: int) -> dict[str, float]:
     return sizes
 
 
-def _start_simulator(job_seconds: tuple[float, float]) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "videoworker", "simulate", "--port", str(port), "--job-seconds", *map(str, job_seconds)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
-    for _ in range(100):
-        try:
-            httpx.get(f"{base}/videos/models", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return sim, base
-
-
 async def _daemon(
     base: str, data_dir: Path, jobs: int, poll: tuple[float, float], callbacks: bool
 ) -> tuple[dict[str, Any], Any]:
     """One daemon run in this process: publish ``jobs`` requests at once, wait for every reply."""
     push: dict[str, Any] = {}
     if callbacks:
-        secret, callback_port = "bench-signing-secret", _free_port()
+        secret, callback_port = "bench-signing-secret", free_port()
         push = {
             "callback_public_url": f"http://127.0.0.1:{callback_port}/cb",
             "callback_port": callback_port,
             "openrouter_webhook_secret": secret,
         }
-    _sim(base, "config", {"callback_secret": "bench-signing-secret" if callbacks else None})
+    sim_admin(base, "config", {"callback_secret": "bench-signing-secret" if callbacks else None})
     suffix = uuid.uuid4().hex[:6]
     settings = load_settings(
         None,
@@ -236,8 +203,8 @@ async def _daemon(
         await asyncio.sleep(0.2)
     total_s = time.perf_counter() - started
     cpu_s = _cpu_seconds() - cpu_before
-    stats = _sim(base, "stats")
-    _sim(base, "reset")
+    stats = sim_admin(base, "stats")
+    sim_admin(base, "reset")
     daemon.request_stop("bench done")
     await task
     await channel.queue_delete(settings.request_queue)
@@ -273,7 +240,7 @@ async def run(
     sharing one data folder: a later run starts with what the poll planner learned in the
     earlier one, as a restarted daemon does, and each run's CPU and peak RSS are its own."""
     ensure_rabbitmq("amqp://guest:guest@localhost:5672/")
-    sim, base = _start_simulator(job_seconds)
+    sim, base = start_simulator(job_seconds)
     data_dir = Path(tempfile.mkdtemp(prefix="vw-bench-"))
     try:
         floor_figures = _floor(base, jobs, poll) if floor else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from videoworker.config import load_settings
 from videoworker.logs import configure_logging
 from videoworker.runtime import Daemon
 from videoworker_devtools.demo_sinks import sinks
+from videoworker_devtools.ports import free_port
 from videoworker_devtools.rabbit import BrokerMissing, ensure_rabbitmq
 from videoworker_devtools.simulator import SimConfig, SimulatorThread
 
@@ -65,7 +65,7 @@ async def _run(config: Path | None, count: int, data_dir: Path, plugins: dict[st
     with SimulatorThread(SimConfig(job_seconds=(2.0, 4.0), callback_secret=secret if callbacks else None)) as sim:
         push: dict[str, Any] = {}
         if callbacks:
-            port = _free_port()
+            port = free_port()
             push = {
                 "callback_public_url": f"http://127.0.0.1:{port}/callbacks",
                 "callback_port": port,
@@ -124,12 +124,6 @@ def _report_callbacks(stats: dict[str, Any], count: int) -> int:
     sent, polls = stats["callbacks_sent"], stats["polls"]
     click.echo(f"push path: {sent} signed callbacks delivered; {polls} polls for {count} jobs")
     return 0 if sent >= count and polls <= count else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _progress(event: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ callback; the lost-callback tests shorten the interval to show polls still catch
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import Counter
 from typing import Any
@@ -19,16 +18,11 @@ from aiohttp import web
 from tests.conftest import PG_URL, Observer
 from videoworker import metrics
 from videoworker.callbacks.signature import sign
+from videoworker_devtools.ports import free_port
 from videoworker_devtools.simulator import SimulatorThread
 
 SECRET = "whsec-test-signing-secret"
 MODEL = "google/veo-3.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _push(port: int, **overrides: Any) -> dict[str, Any]:
@@ -54,7 +48,7 @@ async def test_signed_callbacks_finish_jobs_long_before_any_poll_would(
     daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     sim.configure(callback_secret=SECRET, job_seconds=[0.5, 1.0])
-    port = _free_port()
+    port = free_port()
     await daemon(**_push(port))
     took = await _run(observer, 10, "cb", timeout=20)
     assert took < 20  # the first poll without a callback would come 60 s after submit
@@ -67,7 +61,7 @@ async def test_signed_callbacks_finish_jobs_long_before_any_poll_would(
 
 async def test_repeated_callbacks_cost_nothing(daemon: Any, observer: Observer, sim: SimulatorThread) -> None:
     sim.configure(callback_secret=SECRET, job_seconds=[0.3, 0.6], callback_duplicates=3)
-    await daemon(**_push(_free_port()))
+    await daemon(**_push(free_port()))
     await _run(observer, 5, "dup", timeout=20)
     await observer.wait(lambda: sim.stats()["callbacks_sent"] == 20, what="every copy delivered")
     assert all(job["polls"] == 1 for job in sim.stats()["jobs"].values())
@@ -77,7 +71,7 @@ async def test_forged_callbacks_are_refused_and_polls_still_finish_the_jobs(
     daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     sim.configure(callback_secret=SECRET, callback_bad_signature=True, job_seconds=[0.3, 0.6])
-    port = _free_port()
+    port = free_port()
     await daemon(**_push(port, reconcile_interval=1.0))
     await _run(observer, 4, "forged", timeout=30)
     assert Counter(c["status"] for c in sim.stats()["callbacks"]) == {401: 4}
@@ -96,7 +90,7 @@ async def test_lost_callbacks_are_caught_by_reconciliation_polls(
     daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     sim.configure(callback_secret=SECRET, callback_loss=1.0, job_seconds=[0.3, 0.6])
-    await daemon(**_push(_free_port(), reconcile_interval=1.5))
+    await daemon(**_push(free_port(), reconcile_interval=1.5))
     await _run(observer, 4, "lost", timeout=30)
     stats = sim.stats()
     assert stats["callbacks_lost"] == 4 and not stats["callbacks"]
@@ -109,7 +103,7 @@ class RoundRobin:
     def __init__(self, ports: list[int]) -> None:
         self.ports = ports
         self.sent = 0
-        self.port = _free_port()
+        self.port = free_port()
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> RoundRobin:
@@ -141,7 +135,7 @@ async def test_three_instances_behind_one_address_route_each_hint_to_the_owner(
     """Callbacks land on any instance; the owner polls at once wherever the callback arrived."""
     _, schema = pg_schema
     sim.configure(callback_secret=SECRET, job_seconds=[0.5, 1.0])
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     routed = metrics.HINTS.labels(outcome="routed")._value.get()
     async with RoundRobin(ports) as lb:
         for i, port in enumerate(ports):
@@ -161,7 +155,7 @@ async def test_an_unknown_submit_is_reconciled_by_its_callback(
 ) -> None:
     """The provider took the job but the answer was lost: the callback names the job, and it completes, paid once."""
     sim.configure(callback_secret=SECRET, submit_reset_rate=1.0, job_seconds=[0.5, 1.0])
-    await daemon(**_push(_free_port()), submit_max_attempts=1)
+    await daemon(**_push(free_port()), submit_max_attempts=1)
     await _run(observer, 3, "unknown", timeout=30)
     stats = sim.stats()
     assert stats["submits"] == 3 and stats["resets"] == 3
@@ -175,7 +169,7 @@ async def test_an_unknown_submit_without_a_callback_is_reported_at_job_timeout(
     daemon: Any, observer: Observer, sim: SimulatorThread
 ) -> None:
     sim.configure(callback_secret=SECRET, submit_reset_rate=1.0, callback_loss=1.0, job_seconds=[0.3, 0.5])
-    await daemon(**_push(_free_port()), job_timeout=2.0)
+    await daemon(**_push(free_port()), job_timeout=2.0)
     started = time.monotonic()
     await observer.publish({"id": "gone", "model": MODEL, "prompt": "never heard of again"})
     final = await observer.final("gone", timeout=20)
@@ -189,7 +183,7 @@ async def test_an_unsigned_callback_never_names_the_job_of_an_unknown_submit(
 ) -> None:
     """Without a secret, callbacks only prompt polls: a forger must not attach a job to a request."""
     sim.configure(submit_reset_rate=1.0, job_seconds=[0.3, 0.5])
-    await daemon(**_push(_free_port(), openrouter_webhook_secret=None), job_timeout=2.0)
+    await daemon(**_push(free_port(), openrouter_webhook_secret=None), job_timeout=2.0)
     await observer.publish({"id": "unsigned", "model": MODEL, "prompt": "unsigned callback"})
     final = await observer.final("unsigned", timeout=20)
     assert final["error"]["code"] == "submit_outcome_unknown", final

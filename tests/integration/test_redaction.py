@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from standardwebhooks import Webhook
 
 from tests.conftest import PG_URL, ROOT, DaemonProcess, Observer
 from videoworker.testing.recorder import until
+from videoworker_devtools.ports import free_port
 from videoworker_devtools.receivers import HttpReceiver
 from videoworker_devtools.simulator import SimulatorThread
 
@@ -161,13 +161,6 @@ class Capture:
     def add(self, where: str, text: str) -> str:
         self.texts.append((where, text))
         return text
-
-
-def _closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound, then released): connections to it are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _with_credentials(url: str, user: str, password: str, query: str = "") -> str:
@@ -557,7 +550,7 @@ async def test_a_full_run_never_shows_a_secret(
         hooks_rx.status = slack_rx.status = 500
         hooks_rx.received.clear()
         slack_rx.received.clear()
-        wrong_s3 = f"http://127.0.0.1:{_closed_port()}/?token={SECRETS['s3_endpoint_query']}"
+        wrong_s3 = f"http://127.0.0.1:{free_port()}/?token={SECRETS['s3_endpoint_query']}"
         failing = tmp_path / "failing.toml"
         failing.write_text(good.read_text().replace(json.dumps(endpoint), json.dumps(wrong_s3)))
         daemon = process(
@@ -582,7 +575,7 @@ async def test_a_full_run_never_shows_a_secret(
     # 3. daemons that cannot start: the broker refuses the connection, the broker refuses the password, the ledger's
     #    host refuses; the first also has a token in openrouter_base_url's query
     refused_amqp = process(
-        amqp_url=f"amqp://vw:{SECRETS['refused_amqp_password']}@127.0.0.1:{_closed_port()}/"
+        amqp_url=f"amqp://vw:{SECRETS['refused_amqp_password']}@127.0.0.1:{free_port()}/"
         f"?password={SECRETS['refused_amqp_query']}",
         openrouter_api_key=SECRETS["api_key"],
         openrouter_base_url=sim.base_url,
@@ -594,7 +587,7 @@ async def test_a_full_run_never_shows_a_secret(
         data_dir=tmp_path / "wrong-password",
     )
     refused_ledger = process(
-        ledger_url=f"postgresql://postgres:{SECRETS['refused_ledger_password']}@127.0.0.1:{_closed_port()}/test"
+        ledger_url=f"postgresql://postgres:{SECRETS['refused_ledger_password']}@127.0.0.1:{free_port()}/test"
         f"?sslpassword={SECRETS['refused_ledger_query']}",
         openrouter_api_key=SECRETS["api_key"],
         data_dir=tmp_path / "refused-ledger",

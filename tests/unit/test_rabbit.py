@@ -7,12 +7,7 @@ import socket
 import pytest
 
 from videoworker_devtools import rabbit
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from videoworker_devtools.ports import free_port
 
 
 def test_reachable_broker_is_left_alone() -> None:
@@ -33,4 +28,4 @@ def test_missing_install_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rabbit.shutil, "which", lambda name: None)
     monkeypatch.setattr(rabbit, "_SBIN", ("/nonexistent/rabbitmq-server",))
     with pytest.raises(rabbit.BrokerMissing, match=r"not installed.*apt-get install rabbitmq-server"):
-        rabbit.ensure_rabbitmq(f"amqp://g:g@127.0.0.1:{_closed_port()}/")
+        rabbit.ensure_rabbitmq(f"amqp://g:g@127.0.0.1:{free_port()}/")
