@@ -42,6 +42,7 @@ _INJECTED_MESSAGES = {
 
 STATE_KEY = web.AppKey("sim_state", SimState)
 _ABORTED = web.RequestKey("sim_aborted", bool)  # the connection was cut, nothing was answered
+_TRUNCATED = web.RequestKey("sim_truncated", bool)  # a download was cut after a full Content-Length
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -128,6 +129,8 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         "status": status,
         "retry_after": response.headers.get("Retry-After"),
     }
+    if request.get(_TRUNCATED):
+        entry["truncated"] = True
     if request.method == "POST":
         entry["prompt"] = await _prompt_of(request)
     state.requests.append(entry)
@@ -212,6 +215,7 @@ async def _content(request: web.Request) -> web.StreamResponse:
     job.downloads += 1
     if state.chance(state.config.truncate_rate):
         state.counters["truncations"] += 1
+        request[_TRUNCATED] = True  # logged, so a test can tell a cut body from a delivered one
         return await _truncated(request, data, state.rng.randint(1, len(data) - 1))
     bent = await hostile.content_answer(request, data, state.config.hostile)
     return web.Response(body=data, content_type="video/mp4") if bent is None else bent
