@@ -89,13 +89,18 @@ async def run_floor(
 
     await requests.consume(consume)
     await replies.consume(on_reply, no_ack=True)
-    started = time.perf_counter()
+    started, rss_at_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     await publish_requests(channel, queue, jobs, "floor", replies.name)
     await done.wait()
     total = time.perf_counter() - started
     await client.aclose()
     await connection.close()
-    return {"end_to_end_s": round(total, 2), "polls": polls, "arrived": arrived}
+    return {
+        "end_to_end_s": round(total, 2),
+        "polls": polls,
+        "arrived": arrived,
+        "rss_at_start_mib": round(rss_at_start, 1),
+    }
 
 
 def main() -> None:

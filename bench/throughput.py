@@ -8,7 +8,8 @@ not share the daemon's GIL. ``--floor`` first runs bench/bare_loop.py against th
 simulator; each daemon run then carries its ``ratios_to_floor``. Everything is printed
 as one JSON line. Figures per run: time until the last submit, CPU of this process per
 job, polls per job, completion-to-result p50/p95 (from the moment the simulator made a
-job's fate visible to the moment its reply arrived), end to end, peak in flight.
+job's fate visible to the moment its reply arrived), end to end, peak in flight, peak
+RSS, and the RSS as publishing starts (imports and connections, before any work).
 
 ``--modes`` lists daemon runs, in order, sharing one data folder: ``callbacks`` turns the
 push path on (the simulator sends a signed callback as each job ends; polls only
@@ -90,7 +91,8 @@ def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
     stats = sim_admin(base, "stats")
     sim_admin(base, "reset")
     figures = _figures(stats, "floor ", started_unix, got["cpu_s"], jobs, got["arrived"])
-    return {**figures, "end_to_end_s": got["end_to_end_s"], "peak_rss_mib": got["peak_rss_mib"]}
+    kept = ("end_to_end_s", "peak_rss_mib", "rss_at_start_mib")
+    return {**figures, **{k: got[k] for k in kept}}
 
 
 def _cpu_seconds() -> float:
@@ -197,6 +199,7 @@ async def _daemon(
 
     await replies.consume(on_reply)
     started, started_unix, cpu_before = time.perf_counter(), time.time(), _cpu_seconds()
+    rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     publish_s = await publish_requests(channel, settings.request_queue, jobs, f"bench{suffix}", replies.name)
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
@@ -220,6 +223,7 @@ async def _daemon(
         "peak_inflight": peak,
         "submits": stats["submits"],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_at_start_mib": round(rss_at_start, 1),
         **(
             {"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]}
             if callbacks
