@@ -17,6 +17,7 @@ import pytest
 from videoworker.errors import AmbiguousSubmit, DownloadError, PermanentError, ProviderError, RetryableError
 from videoworker.provider.client import OpenRouterClient, parse_retry_after
 from videoworker.provider.models import Download, Job, VideoModel
+from videoworker.provider.transport import AiohttpTransport
 
 BASE = "https://openrouter.test/api/v1"
 KEY = "sk-secret-XYZ"
@@ -195,12 +196,12 @@ class TestRequests:
         assert model.model_extra == {"future_flag": True}
 
     def test_client_settings(self) -> None:
-        """The client has explicit timeouts, no redirects, and a repr without the key."""
+        """Explicit timeouts, no redirects, aiohttp's pool of max_connections, and a repr without the key."""
         client = OpenRouterClient(BASE, KEY, connect_timeout=3, read_timeout=20, max_connections=92)
-        assert len(client._http) == 6  # small pools: httpcore checks every connection of a pool per request
-        for http in client._http.clients:
-            assert http.timeout == httpx.Timeout(connect=3, read=20, write=20, pool=3)
-            assert http.follow_redirects is False
+        assert client._http.timeout == httpx.Timeout(connect=3, read=20, write=20, pool=3)
+        assert client._http.follow_redirects is False
+        transport = client._http._transport
+        assert isinstance(transport, AiohttpTransport) and transport._max_connections == 92
         assert KEY not in repr(client)
 
 
@@ -229,7 +230,7 @@ class TestKeyScope:
             return httpx.Response(200)
 
         async with make_client(handler) as client:
-            await client._http.clients[0].get(url)
+            await client._http.get(url)
         assert ("Authorization" in seen[0].headers) is has_key
 
     @pytest.mark.asyncio

@@ -1,7 +1,7 @@
 """The OpenRouter video API client: the only code in videoworker that talks HTTP to OpenRouter.
 
-It owns long-lived :class:`httpx.AsyncClient` pools (explicit timeouts and limits, no
-redirects; several small ones, :mod:`videoworker.provider.pools`), sends the API key to
+It owns one long-lived :class:`httpx.AsyncClient` (explicit timeouts and limits, no
+redirects; sent through aiohttp, :mod:`videoworker.provider.transport`), sends the API key to
 the configured OpenRouter origin only, and turns every answer into typed data
 (:mod:`videoworker.provider.models`) and every failure into the exception that tells the
 caller what to do next (:mod:`videoworker.errors`; the rules live in
@@ -61,8 +61,8 @@ from videoworker.provider.bodies import read_answer, read_capped
 from videoworker.provider.download import save
 from videoworker.provider.models import Download, Job, VideoModel
 from videoworker.provider.origin import OriginBearerAuth, attribution_headers, base_url_of, origin
-from videoworker.provider.pools import POOL_SIZE, Pools
 from videoworker.provider.scrub import ERROR_TEXT_LIMIT, scrub
+from videoworker.provider.transport import AiohttpTransport
 from videoworker.provider.untrusted import MAX_ANSWER_BYTES, AnswerRefused, ProviderLimits, load_json
 
 log = logging.getLogger(__name__)
@@ -96,21 +96,14 @@ class OpenRouterClient:
         self._base_origin = origin(base)
         self._secret = api_key or ""
         self.limits = limits or ProviderLimits()
-        self._http = Pools(
-            lambda size: httpx.AsyncClient(
-                base_url=base,
-                auth=OriginBearerAuth(api_key, self._base_origin) if api_key else None,
-                # identity: no decompression bomb, and Content-Length counts the bytes we keep
-                headers={**attribution_headers(app_title, app_url), "Accept-Encoding": "identity"},
-                timeout=httpx.Timeout(
-                    connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-                ),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                follow_redirects=False,
-                transport=transport,
-            ),
-            max_connections,
-            size=POOL_SIZE if transport is None else max_connections,  # a test's transport: one client
+        self._http = httpx.AsyncClient(
+            base_url=base,
+            auth=OriginBearerAuth(api_key, self._base_origin) if api_key else None,
+            # identity: no decompression bomb, and Content-Length counts the bytes we keep
+            headers={**attribution_headers(app_title, app_url), "Accept-Encoding": "identity"},
+            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
+            follow_redirects=False,
+            transport=transport or AiohttpTransport(max_connections),
         )
 
     def __repr__(self) -> str:

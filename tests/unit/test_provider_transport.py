@@ -1,0 +1,224 @@
+"""The aiohttp transport under httpx: which failures mean "never sent", over real local sockets.
+
+A submit costs money and has no idempotency key, so the one thing this transport must
+get right is telling "the request never left" (safe to send again) from "it may have
+arrived" (report, never resend). Each case below runs against a raw asyncio server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import httpx
+import pytest
+from yarl import URL
+
+from videoworker.errors import AmbiguousSubmit, PermanentError, RetryableError
+from videoworker.provider.answers import transport_error_class
+from videoworker.provider.client import OpenRouterClient
+from videoworker.provider.transport import AiohttpTransport, mapped
+
+KEY = "sk-secret-transport"
+JOB = {"id": "gen-vid-1-abcdefghij", "status": "pending"}
+Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _answer(status: int, body: bytes, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Content-Type: application/json", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class Server:
+    """A raw HTTP/1.1 server: counts connections, keeps each request head, answers with ``handle``."""
+
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+        self.connections = 0
+        self.heads: list[bytes] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await self.handle(reader, writer)
+        writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                await reader.readexactly(int(value))
+        return head
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handle: Callable[[Server, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[tuple[Server, str]]:
+    server = Server(lambda r, w: handle(server, r, w))
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        yield server, f"http://127.0.0.1:{port}/api/v1"
+
+
+async def keep_answering(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer every request on the connection with a job, keeping it alive."""
+    while True:
+        await server.read_request(reader)
+        writer.write(_answer(200, json.dumps(JOB).encode()))
+        await writer.drain()
+
+
+async def hang(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the request, never answer."""
+    await server.read_request(reader)
+    await asyncio.sleep(30)
+
+
+# --- the mapping, class by class -------------------------------------------------------------
+
+KEY_OBJ = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+INFO = aiohttp.RequestInfo(URL("http://h/"), "POST", {}, URL("http://h/"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "submit_is"),
+    [
+        (aiohttp.ClientConnectorError(KEY_OBJ, OSError(111, "refused")), httpx.ConnectError, RetryableError),
+        (aiohttp.ClientConnectorDNSError(KEY_OBJ, OSError(-2, "no name")), httpx.ConnectError, RetryableError),
+        (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout, RetryableError),
+        (aiohttp.ClientProxyConnectionError(KEY_OBJ, OSError(111, "x")), httpx.ProxyError, RetryableError),
+        (aiohttp.ClientHttpProxyError(INFO, (), status=403), httpx.ProxyError, RetryableError),
+        (aiohttp.NonHttpUrlClientError("ftp://x"), httpx.UnsupportedProtocol, PermanentError),
+        # after the request went out: never "not sent"
+        (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout, AmbiguousSubmit),
+        (aiohttp.ServerTimeoutError("read"), httpx.ReadTimeout, AmbiguousSubmit),
+        (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError, AmbiguousSubmit),
+        (aiohttp.ClientPayloadError("cut"), httpx.RemoteProtocolError, AmbiguousSubmit),
+        (
+            aiohttp.ClientResponseError(INFO, (), status=400, message="bad status line"),
+            httpx.RemoteProtocolError,
+            AmbiguousSubmit,
+        ),
+        (aiohttp.ClientOSError(104, "reset by peer"), httpx.ReadError, AmbiguousSubmit),
+        (aiohttp.ClientConnectionResetError("reset"), httpx.ReadError, AmbiguousSubmit),
+        (RuntimeError("something new"), httpx.ReadError, AmbiguousSubmit),
+    ],
+)
+def test_mapping(error: Exception, expected: type[httpx.TransportError], submit_is: type[Exception]) -> None:
+    """Only failures before a connection was had are "not sent"; anything else, known or not, is ambiguous."""
+    got = mapped(error)
+    assert type(got) is expected
+    assert transport_error_class("submit", got) is submit_is
+    assert transport_error_class("poll", got) in (RetryableError, PermanentError)
+
+
+# --- over real sockets -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_keep_alive_reuses_one_connection() -> None:
+    """Sequential calls share one kept-alive connection; the key goes in the header, to the right path."""
+    async with serving(keep_answering) as (server, base), OpenRouterClient(base, KEY) as client:
+        for _ in range(3):
+            job = await client.submit({"model": "m", "prompt": "p"})
+        assert job.id == JOB["id"]
+    assert server.connections == 1 and len(server.heads) == 3
+    first = server.heads[0].decode().lower()
+    assert first.startswith("post /api/v1/videos http/1.1") and f"authorization: bearer {KEY}".lower() in first
+    assert "accept-encoding: identity" in first
+
+
+@pytest.mark.asyncio
+async def test_submit_without_answer_times_out_ambiguous() -> None:
+    """The submit was read and never answered: past read_timeout it is ambiguous, and was sent once."""
+    async with serving(hang) as (server, base), OpenRouterClient(base, KEY, read_timeout=0.3) as client:
+        with pytest.raises(AmbiguousSubmit) as info:
+            await client.submit({"model": "m"})
+    assert len(server.heads) == 1 and KEY not in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_waiting_for_a_pooled_connection_times_out_not_sent() -> None:
+    """All connections busy past the connect and pool timeouts: the second submit never left, so it is retryable."""
+    async with serving(hang) as (server, base):
+        client = OpenRouterClient(base, KEY, max_connections=1, connect_timeout=0.2, read_timeout=5)
+        async with client:
+            first = asyncio.create_task(client.submit({"model": "m", "prompt": "first"}))
+            while not server.heads:
+                await asyncio.sleep(0.01)
+            with pytest.raises(RetryableError) as info:
+                await client.submit({"model": "m", "prompt": "second"})
+            first.cancel()
+    assert info.value.endpoint == "submit"
+    assert len(server.heads) == 1 and server.connections == 1
+
+
+@pytest.mark.asyncio
+async def test_garbled_answer_is_ambiguous_for_a_submit_retryable_for_a_poll() -> None:
+    """Not HTTP at all after the request went out: a submit may have been taken, a poll can be asked again."""
+
+    async def garble(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+
+    async with serving(garble) as (_, base), OpenRouterClient(base, KEY) as client:
+        with pytest.raises(AmbiguousSubmit):
+            await client.submit({"model": "m"})
+        with pytest.raises(RetryableError):
+            await client.poll(JOB["id"])
+
+
+@pytest.mark.asyncio
+async def test_compressed_answer_is_refused_not_decoded() -> None:
+    """A gzip body reaches the client as sent (aiohttp does not decode it), and a poll refuses it."""
+
+    async def gzipped(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(_answer(200, b"\x1f\x8b\x08\x00not-really", "Content-Encoding: gzip"))
+        await writer.drain()
+
+    async with serving(gzipped) as (_, base), OpenRouterClient(base, KEY) as client:
+        with pytest.raises(PermanentError, match="Content-Encoding"):
+            await client.poll(JOB["id"])
+
+
+@pytest.mark.asyncio
+async def test_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured as httpx's own transport did: the request goes to the proxy in absolute form."""
+    async with serving(keep_answering) as (proxy, proxy_base):
+        monkeypatch.setenv("HTTP_PROXY", proxy_base.removesuffix("/api/v1"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with OpenRouterClient("http://provider.invalid/api/v1", KEY) as client:
+            await client.poll(JOB["id"])
+    assert proxy.heads[0].startswith(f"GET http://provider.invalid/api/v1/videos/{JOB['id']} ".encode())
+
+
+@pytest.mark.asyncio
+async def test_proxy_credentials_go_in_a_header_and_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """user:password in HTTP_PROXY becomes Proxy-Authorization; a host in NO_PROXY is reached directly."""
+    async with serving(keep_answering) as (proxy, proxy_base), serving(keep_answering) as (direct, direct_base):
+        monkeypatch.setenv("HTTP_PROXY", proxy_base.removesuffix("/api/v1").replace("http://", "http://u:pw-secret@"))
+        async with OpenRouterClient("http://provider.invalid/api/v1", KEY) as client:
+            await client.poll(JOB["id"])
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with OpenRouterClient(direct_base, KEY) as client:
+            await client.poll(JOB["id"])
+    assert b"proxy-authorization: basic dtpwdy1zzwnyzxq=" in proxy.heads[0].lower()  # base64 of u:pw-secret
+    assert len(proxy.heads) == 1 and len(direct.heads) == 1
+
+
+@pytest.mark.asyncio
+async def test_close_before_use_and_twice() -> None:
+    """A transport never used closes cleanly; closing again is harmless (shutdown may race a failed start)."""
+    transport = AiohttpTransport(4)
+    await transport.aclose()
+    await transport.aclose()
