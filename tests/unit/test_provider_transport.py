@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
+import trustme
 from yarl import URL
 
 from videoworker.errors import AmbiguousSubmit, PermanentError, RetryableError
@@ -214,6 +217,53 @@ async def test_proxy_credentials_go_in_a_header_and_no_proxy_is_honoured(monkeyp
             await client.poll(JOB["id"])
     assert b"proxy-authorization: basic dtpwdy1zzwnyzxq=" in proxy.heads[0].lower()  # base64 of u:pw-secret
     assert len(proxy.heads) == 1 and len(direct.heads) == 1
+
+
+@pytest.mark.asyncio
+async def test_https_through_a_proxy_is_a_tunnel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """HTTPS_PROXY: a CONNECT carrying the proxy's credentials, then TLS end to end (CA from SSL_CERT_FILE).
+
+    The proxy sees the tunnel's target and its own credentials, never the API key.
+    """
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    tunnels: list[bytes] = []
+
+    async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        tunnels.append(head)
+        host, _, port = head.split()[1].decode().partition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    provider = Server(lambda r, w: keep_answering(provider, r, w))
+    async with (
+        await asyncio.start_server(provider._serve, "127.0.0.1", 0, ssl=tls) as origin,
+        await asyncio.start_server(connect, "127.0.0.1", 0) as proxy,
+    ):
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("HTTPS_PROXY", f"http://u:pw-secret@127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        base = f"https://127.0.0.1:{origin.sockets[0].getsockname()[1]}/api/v1"
+        async with OpenRouterClient(base, KEY) as client:
+            job = await client.poll(JOB["id"])
+    assert job.id == JOB["id"] and len(tunnels) == 1
+    assert tunnels[0].startswith(b"CONNECT 127.0.0.1:")
+    assert b"proxy-authorization: basic dtpwdy1zzwnyzxq=" in tunnels[0].lower()
+    assert KEY.encode() not in tunnels[0] and f"bearer {KEY}".lower().encode() in provider.heads[0].lower()
 
 
 @pytest.mark.asyncio
