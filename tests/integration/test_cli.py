@@ -60,6 +60,7 @@ async def test_submit_wait_shows_progress_and_result(daemon: Any, observer: Obse
     final = json.loads(out)
     assert final["id"] == "cli-1" and final["status"] == "completed" and final["metadata"] == {"k": 1}
     assert "cli-1: submitted" in err
+    assert "cli-1: completed" in err  # the final line too, whether the reply or the event came first
 
 
 async def test_submit_from_file_and_failed_exit_code(daemon: Any, observer: Observer, tmp_path: Any) -> None:

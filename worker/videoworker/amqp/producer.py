@@ -65,6 +65,8 @@ async def _listen(
     exchange = await channel.declare_exchange(settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
     await queue.bind(exchange, routing_key="video.#")
 
+    shown: set[tuple[str, str]] = set()  # each (id, status) once: the reply and its event race each other
+
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         await message.ack()
         event = json.loads(message.body)
@@ -72,7 +74,8 @@ async def _listen(
             return
         if message.correlation_id and not (message.routing_key or "").startswith("video."):
             finals[event["id"]] = event  # the answer to our reply_to
-        elif event["id"] not in finals:
+        if (event["id"], event.get("status")) not in shown:
+            shown.add((event["id"], event.get("status")))
             on_event(event)
         if len(finals) == len(ids):
             done.set()
