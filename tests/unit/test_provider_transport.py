@@ -20,10 +20,11 @@ import pytest
 import trustme
 from yarl import URL
 
-from videoworker.errors import AmbiguousSubmit, PermanentError, RetryableError
+from videoworker.errors import AmbiguousSubmit, ConfigError, PermanentError, RetryableError
 from videoworker.provider.answers import transport_error_class
 from videoworker.provider.client import OpenRouterClient
-from videoworker.provider.transport import AiohttpTransport, mapped
+from videoworker.provider.proxies import EnvironmentProxies
+from videoworker.provider.transport import PIECE, AiohttpTransport, mapped
 
 KEY = "sk-secret-transport"
 JOB = {"id": "gen-vid-1-abcdefghij", "status": "pending"}
@@ -272,3 +273,51 @@ async def test_close_before_use_and_twice() -> None:
     transport = AiohttpTransport(4)
     await transport.aclose()
     await transport.aclose()
+
+
+# --- proxies from the environment ------------------------------------------------------------
+
+
+def test_proxies_read_like_httpx() -> None:
+    """host:port means http://host:port, ALL_PROXY covers a scheme without its own, NO_PROXY wins."""
+    proxies = EnvironmentProxies({"https": "proxy.example:3128", "all": "http://all.example:8080", "no": ".internal"})
+    assert proxies.for_url("https", "openrouter.ai") == (URL("http://proxy.example:3128"), None)
+    assert proxies.for_url("http", "openrouter.ai") == (URL("http://all.example:8080"), None)
+    assert proxies.for_url("https", "api.internal") == (None, None)
+    assert EnvironmentProxies({}).for_url("https", "openrouter.ai") == (None, None)
+
+
+def test_proxy_credentials_are_kept_apart() -> None:
+    """The URL handed to aiohttp has no userinfo; the credentials travel only in Proxy-Authorization."""
+    proxy, headers = EnvironmentProxies({"https": "http://u:pw-secret@proxy.example:3128"}).for_url("https", "h")
+    assert proxy == URL("http://proxy.example:3128") and "pw-secret" not in str(proxy)
+    assert headers == {"Proxy-Authorization": "Basic dTpwdy1zZWNyZXQ="}
+
+
+@pytest.mark.parametrize("value", ["ftp://u:pw-secret@proxy.example", "http://u:pw-secret@:3128", "http://[::1"])
+def test_a_proxy_that_is_no_url_stops_the_start_without_echoing_it(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        EnvironmentProxies({"https": value})
+    assert "HTTPS_PROXY" in str(info.value) and "pw-secret" not in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_a_long_body_goes_in_pieces_and_arrives_whole() -> None:
+    """A submit over PIECE (a data URL, say) arrives byte for byte, with its Content-Length and no chunking."""
+    received: list[bytes] = []
+
+    async def keep_body(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        server.heads.append(head)
+        length = int(
+            next(v for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length")
+        )
+        received.append(await reader.readexactly(length))
+        writer.write(_answer(200, json.dumps(JOB).encode()))
+        await writer.drain()
+
+    prompt = "x" * (5 * PIECE + 123)
+    async with serving(keep_body) as (server, base), OpenRouterClient(base, KEY) as client:
+        await client.submit({"model": "m", "prompt": prompt})
+    assert json.loads(received[0]) == {"model": "m", "prompt": prompt}
+    assert b"transfer-encoding" not in server.heads[0].lower()

@@ -1,10 +1,9 @@
-"""An httpx transport that sends through aiohttp's client: the httpx API, a third of the CPU.
+"""An httpx transport that sends through aiohttp's client: the httpx API, a quarter of the CPU.
 
-Why: httpcore parses HTTP in Python (h11) and goes through anyio's stream layers, and a
-request cost about 2.8–3.5 ms of CPU on this project's bench machine; through aiohttp's
-C parser and connection pool the same request costs about 1 ms (docs/benchmarks.md).
-With thousands of jobs polled, that is most of the daemon's CPU. aiohttp is already a
-dependency (the health and callback servers).
+Why: httpcore parses HTTP in Python (h11) and goes through anyio's stream layers; through
+aiohttp's C parser and connection pool a request costs about a quarter of the CPU
+(``bench/transport.py``, docs/benchmarks.md). With thousands of jobs polled, that is most
+of the daemon's CPU. aiohttp is already a dependency (the health and callback servers).
 
 Why not the ``httpx-aiohttp`` package: it maps any ``ClientConnectionError``, a server
 closing the connection after the request went out included, to ``httpx.ConnectTimeout``,
@@ -12,32 +11,58 @@ and the client treats that as "never sent", so a submit the provider may have ta
 would be sent again and paid twice. Here the mapping is the money rule itself
 (:func:`mapped`): only errors raised while a connection was being made or awaited become
 ``ConnectError``, ``ConnectTimeout`` or ``ProxyError``, the "never sent" errors of
-:mod:`videoworker.provider.answers`; every error after that is a read or protocol
+:mod:`videoworker.provider.answers`; every error after that is a read, write or protocol
 error, which a submit reports as ambiguous.
 
-What the client relies on, kept from httpx's own transport: connect, read and pool
-timeouts from the request's ``timeout`` extension (aiohttp has no write timeout; a
-request body here is a small JSON document and the read timeout bounds the wait for its
-answer); no redirects, no cookies, bodies never decompressed; proxies and CA bundles
-from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``),
-read when the client is made, as httpx reads them; connections kept alive for 5 s idle,
-httpx's default.
+Kept from httpx's own transport, because the client relies on it:
+
+* connect, read, write and pool timeouts from the request's ``timeout`` extension. aiohttp
+  has no write timeout, so a body over :data:`PIECE` is sent piece by piece and the
+  request fails with ``WriteTimeout`` when no piece was taken for ``write`` seconds;
+* a pooled connection with anything on it that nobody asked for (a server's parting 408,
+  say) is closed, never reused: aiohttp would hand those bytes to the next request as its
+  answer (:class:`_FreshConnector`);
+* an answer whose status is no final answer (under 200) is a protocol error;
+* no redirects, no cookies, bodies never decompressed; proxies from the environment
+  (:mod:`videoworker.provider.proxies`) and the CA bundle (``SSL_CERT_FILE``) read when
+  the client is made; idle connections kept for 5 s, httpx's default.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import ssl
-import urllib.request
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
+from videoworker.provider.proxies import EnvironmentProxies
+
 #: How long an idle connection is kept: httpx's default, under common servers' idle limits.
 KEEPALIVE_S = 5.0
+#: A body longer than this is sent in pieces of this size, each bounded by the write timeout.
+PIECE = 64 * 1024
+
+
+class _FreshConnector(aiohttp.TCPConnector):
+    """aiohttp's pool, except that a connection holding unread bytes is closed instead of reused.
+
+    aiohttp only checks that a pooled connection is still open. Bytes a server sent while
+    it sat idle would be read as the next request's answer: a stale 503 would make a
+    submit look refused and be sent again.
+    """
+
+    async def _get(self, key: Any, traces: list[Any]) -> aiohttp.connector.Connection | None:
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is not None and not protocol.should_close:
+                return connection
+            connection.close()
+        return None
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -48,13 +73,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-        # Read once, as httpx does: aiohttp's trust_env would read them, and ~/.netrc, on every request.
-        self._env_proxies = urllib.request.getproxies()
-        self._proxies: dict[tuple[str, str], tuple[URL | None, dict[str, str] | None]] = {}
+        self._proxies = EnvironmentProxies()
 
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp wants.
-        connector = aiohttp.TCPConnector(
+        connector = _FreshConnector(
             limit=self._max_connections, keepalive_timeout=KEEPALIVE_S, ssl=self._ssl, ttl_dns_cache=60
         )
         return aiohttp.ClientSession(
@@ -76,50 +99,76 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
-    def _proxy(self, url: httpx.URL) -> tuple[URL | None, dict[str, str] | None]:
-        """The proxy for ``url`` from ``HTTP(S)_PROXY``/``NO_PROXY``, its credentials apart (never in a message)."""
-        key = (url.scheme, url.host)
-        found = self._proxies.get(key)
-        if found is None:
-            raw = self._env_proxies.get(url.scheme)
-            if not raw or urllib.request.proxy_bypass(url.host):
-                found = (None, None)
-            else:
-                proxy = URL(raw)
-                pair = f"{proxy.user}:{proxy.password or ''}".encode()
-                auth = {"Proxy-Authorization": f"Basic {base64.b64encode(pair).decode()}"} if proxy.user else None
-                found = (proxy.with_user(None), auth)
-            self._proxies[key] = found
-        return found
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
             self._session = self._open()
         body = await request.aread()
         headers = CIMultiDict(request.headers.multi_items())
-        proxy, proxy_headers = self._proxy(request.url)
+        proxy, proxy_headers = self._proxies.for_url(request.url.scheme, request.url.host)
         if proxy_headers and request.url.scheme == "http":  # no tunnel: the proxy reads the request itself
             headers.update(proxy_headers)
+        options: dict[str, Any] = {
+            "headers": headers,
+            "allow_redirects": False,
+            "timeout": self._timeout(request),
+            "proxy": proxy,
+            "proxy_headers": proxy_headers,
+        }
+        url = URL(str(request.url), encoded=True)
+        write = request.extensions.get("timeout", {}).get("write")
         try:
-            answer = await self._session.request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=self._timeout(request),
-                proxy=proxy,
-                proxy_headers=proxy_headers,
-            )
+            if len(body) > PIECE and write is not None:
+                answer = await self._send_in_pieces(request.method, url, body, write, options)
+            else:
+                answer = await self._session.request(request.method, url, data=body or None, **options)
+        except httpx.TransportError:
+            raise
         except Exception as exc:
             raise mapped(exc) from exc
-        return httpx.Response(
-            answer.status,
-            headers=list(answer.raw_headers),
-            stream=_Body(answer),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode("latin-1")},
-            request=request,
-        )
+        try:
+            if answer.status < 200:
+                raise httpx.RemoteProtocolError(f"HTTP {answer.status} is not a final answer")
+            # aiohttp decoded the reason as UTF-8 (undecodable bytes escaped); httpx wants bytes back
+            reason = (answer.reason or "").encode("utf-8", "surrogateescape")
+            return httpx.Response(
+                answer.status,
+                headers=list(answer.raw_headers),
+                stream=_Body(answer),
+                extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+                request=request,
+            )
+        except BaseException:
+            answer.close()
+            raise
+
+    async def _send_in_pieces(
+        self, method: str, url: URL, body: bytes, write: float, options: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """Send a long body piece by piece; ``WriteTimeout`` when no piece was taken for ``write`` seconds."""
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        answered = False  # the answer can come before the whole body went (a 413, say)
+        async with asyncio.timeout(None) as clock:
+
+            def deadline(at: float | None) -> None:
+                if not answered:
+                    clock.reschedule(at)
+
+            async def pieces() -> AsyncIterator[bytes]:
+                for start in range(0, len(body), PIECE):
+                    deadline(loop.time() + write)  # aiohttp asks for a piece once the last one is taken
+                    yield body[start : start + PIECE]
+                deadline(None)  # all taken: from here the read timeout bounds the wait
+
+            try:
+                answer = await self._session.request(method, url, data=pieces(), **options)
+            except asyncio.CancelledError:
+                if clock.expired():
+                    raise httpx.WriteTimeout(f"no part of the body was taken for {write:g} s") from None
+                raise
+            answered = True
+            clock.reschedule(None)
+            return answer
 
     async def aclose(self) -> None:
         if self._session is not None:
