@@ -149,8 +149,11 @@ class SQLiteLedger(extras.SQLiteExtras, SQLiteOperations):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(False, exc)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, fut, loop), (ok, value) in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_settle, fut, ok, value)
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, settled in by_loop.items():  # one wake-up (a self-pipe write) per batch, not one per call
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     # --- the contract --------------------------------------------------------------------
     async def claim(self, record: JobRecord, reply: ReplyTarget | None) -> ClaimResult:
@@ -302,13 +305,14 @@ def _wait_for_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        if fut.done():  # its caller was cancelled meanwhile
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 def _get(conn: sqlite3.Connection, request_id: str) -> JobRecord | None:
