@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -40,7 +41,6 @@ async def advanced_to(r: Rig, job: Job, state: JobState) -> None:
     route = {
         JobState.SUBMITTED: [Step.SUBMIT],
         JobState.COMPLETED: [Step.SUBMIT, Step.POLL],
-        JobState.STORED: [Step.SUBMIT, Step.POLL, Step.DELIVER],
     }[state]
     for step in route:
         while True:
@@ -260,14 +260,14 @@ async def test_poll_answered_429_waits_at_least_retry_after(rig: RigFactory, job
 # --- deliver and finish -----------------------------------------------------------------------
 
 
-async def test_deliver_downloads_stores_and_returns_stored_with_the_outputs(rig: RigFactory) -> None:
+async def test_deliver_downloads_stores_and_returns_done_with_the_outputs(rig: RigFactory) -> None:
     """Every output is downloaded into the job's temp folder, stored, and described for the event."""
     r = await rig()
     r.sim.configure(outputs=2)
     job = await r.claim("d-ok")
     await advanced_to(r, job, JobState.COMPLETED)
     outcome = await run(r, job, Step.DELIVER)
-    assert isinstance(outcome, Move) and outcome.to is JobState.STORED and outcome.data is not None
+    assert isinstance(outcome, Move) and outcome.to is JobState.DONE and outcome.data is not None
     outputs = outcome.data["outputs"]
     assert [o["index"] for o in outputs] == [0, 1]
     assert all(o["location"].startswith("file://") and o["bytes"] > 0 and len(o["sha256"]) == 64 for o in outputs)
@@ -310,9 +310,12 @@ async def test_storage_failures_are_retried_without_downloading_again(rig: RigFa
 
 
 async def test_finish_returns_done(rig: RigFactory) -> None:
-    """A stored job's last step records the final completed event."""
+    """A job an earlier version left in ``stored``: its last step records the final completed event."""
     r = await rig()
     job = await r.claim("f-done")
-    await advanced_to(r, job, JobState.STORED)
+    await advanced_to(r, job, JobState.COMPLETED)
+    delivered = await run(r, job, Step.DELIVER)
+    assert isinstance(delivered, Move)
+    await record(r, job, replace(delivered, to=JobState.STORED))  # as an earlier version recorded it
     outcome = await run(r, job, Step.FINISH)
     assert isinstance(outcome, Move) and outcome.to is JobState.DONE and outcome.error is None

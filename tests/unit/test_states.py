@@ -36,7 +36,8 @@ LEGAL = {
     (S.SUBMITTED, S.FAILED),
     (S.IN_PROGRESS, S.COMPLETED),
     (S.IN_PROGRESS, S.FAILED),
-    (S.COMPLETED, S.STORED),
+    (S.COMPLETED, S.DONE),  # deliver records the outputs and the final event at once
+    (S.COMPLETED, S.STORED),  # as earlier versions did
     (S.COMPLETED, S.FAILED),
     (S.STORED, S.DONE),
     (S.SUBMIT_UNKNOWN, S.RECEIVED),  # the resubmit_unknown policy

@@ -6,7 +6,7 @@ submit a stored job fails loudly instead of paying twice.
 
 ::
 
-    received ─► submitting ─► submitted ─► in_progress ─► completed ─► stored ─► done
+    received ─► submitting ─► submitted ─► in_progress ─► completed ─► done
        │            │   │                       │
        └► failed    │   └► submit_unknown       └► failed (provider, timeout, download, storage)
                     │   └► awaiting_callback ─► submitted (its callback named the job)
@@ -32,7 +32,7 @@ class JobState(StrEnum):
     SUBMITTED = "submitted"  # the provider's job id is recorded; polling
     IN_PROGRESS = "in_progress"  # the provider says it is generating; polling
     COMPLETED = "completed"  # the provider finished; outputs to download and store
-    STORED = "stored"  # every output is stored; the final event is owed
+    STORED = "stored"  # every output stored, final event owed: written only by earlier versions, still finished
     DONE = "done"  # the final completed event is in the outbox
     FAILED = "failed"  # the final failed event is in the outbox
     SUBMIT_UNKNOWN = "submit_unknown"  # the submit may have been charged; parked, failed event sent
@@ -50,7 +50,7 @@ class Step(StrEnum):
     RESOLVE = "resolve"  # a submit found in doubt after a crash: report it unknown (or resubmit, by policy)
     POLL = "poll"  # ask the provider how the job is doing, on the poll schedule
     DELIVER = "deliver"  # download every output and hand it to the storage plugins
-    FINISH = "finish"  # record the final completed event
+    FINISH = "finish"  # record the final completed event of a job an older version left in `stored`
     AWAIT = "await"  # an unknown submit waits for its callback until job_timeout, then is reported unknown
 
 
@@ -79,7 +79,8 @@ MACHINE: dict[JobState, StateSpec] = {
     _S.AWAITING_CALLBACK: _spec(Step.AWAIT, None, _S.SUBMITTED, _S.SUBMIT_UNKNOWN),
     _S.SUBMITTED: _spec(Step.POLL, "submitted", _S.IN_PROGRESS, _S.COMPLETED, _S.FAILED),
     _S.IN_PROGRESS: _spec(Step.POLL, "in_progress", _S.COMPLETED, _S.FAILED),
-    _S.COMPLETED: _spec(Step.DELIVER, None, _S.STORED, _S.FAILED),
+    # deliver records the outputs and the final event in one move; `stored` only as older versions wrote it
+    _S.COMPLETED: _spec(Step.DELIVER, None, _S.DONE, _S.STORED, _S.FAILED),
     _S.STORED: _spec(Step.FINISH, None, _S.DONE),
     _S.DONE: _spec(None, "completed"),
     _S.FAILED: _spec(None, "failed"),

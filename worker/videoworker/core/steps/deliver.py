@@ -1,9 +1,10 @@
-"""The deliver step (``completed``) and the finish step (``stored``).
+"""The deliver step (``completed``) and the finish step (``stored``, as earlier versions left it).
 
 Deliver downloads every output into the job's temp folder (checked and hashed by the
-client), then runs the storage plugins one output at a time. Downloads that succeeded
-are kept in memory across storage retries, so a flaky store does not fetch the video
-again. Storage must be idempotent: after a crash the whole step runs again.
+client), then runs the storage plugins one output at a time, then moves the job to
+``done``: the outputs and the final event are recorded in one transaction. Downloads that
+succeeded are kept in memory across storage retries, so a flaky store does not fetch the
+video again. Storage must be idempotent: after a crash the whole step runs again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = structlog.get_logger("videoworker.steps")
 
 
 async def deliver(job: Job, ctx: StepContext) -> Outcome:
-    """``completed``: download and store every output, then record ``stored`` with their locations."""
+    """``completed``: download and store every output, then record ``done`` with their locations and the event."""
     try:
         files = job.downloads or await _download_all(job, ctx)
     except (RetryableError, DownloadError) as exc:
@@ -41,11 +42,11 @@ async def deliver(job: Job, ctx: StepContext) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - any storage plugin failure is retried for a while
         return _storage_failed(job, ctx, exc)
     crashpoint("after_store")
-    return Move(JobState.STORED, data={**job.record.data, "outputs": outputs})
+    return Move(JobState.DONE, data={**job.record.data, "outputs": outputs})
 
 
 async def finish(job: Job, ctx: StepContext) -> Outcome:
-    """``stored``: every output is kept; record the final completed event."""
+    """``stored`` (written by earlier versions): every output is kept; record the final completed event."""
     return Move(JobState.DONE)
 
 
