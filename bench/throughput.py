@@ -68,12 +68,39 @@ def _figures(
         if j["body"].get("prompt", "").startswith(prefix)
     }
     lags = sorted(at - ends[request_id.split("-")[-1]] for request_id, at in arrived.items())
+    push = _callback_lags(stats, prefix, ends, arrived) if stats.get("callbacks") else {}
     return {
+        **push,
         "submit_burst_s": round(max(j["submitted_at"] for j in stats["jobs"].values()) - started_unix, 2),
         "cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
         "polls_per_job": round(stats["polls"] / jobs, 2),
         "result_p50_s": round(statistics.median(lags), 2),
         "result_p95_s": round(lags[int(0.95 * (len(lags) - 1))], 2),
+    }
+
+
+def _callback_lags(
+    stats: dict[str, Any], prefix: str, ends: dict[str, float], arrived: dict[str, float]
+) -> dict[str, float]:
+    """With callbacks on, completion-to-result in two parts: until the simulator sent the
+    callback (the simulator's own lag, not the daemon's) and from then to the reply."""
+    by_job = {job_id: j["body"]["prompt"].split()[-1] for job_id, j in stats["jobs"].items()}
+    sent = {
+        by_job[c["job_id"]]: c["sent_at"]
+        for c in stats["callbacks"]
+        if c.get("sent_at")
+        and c["job_id"] in by_job
+        and stats["jobs"][c["job_id"]]["body"]["prompt"].startswith(prefix)
+    }
+    replies = {request_id.split("-")[-1]: at for request_id, at in arrived.items()}
+    before = sorted(sent[k] - ends[k] for k in sent)
+    after = sorted(replies[k] - sent[k] for k in sent if k in replies)
+    if not before or not after:
+        return {}
+    return {
+        "callback_sent_p50_s": round(statistics.median(before), 2),
+        "callback_to_result_p50_s": round(statistics.median(after), 2),
+        "callback_to_result_p95_s": round(after[int(0.95 * (len(after) - 1))], 2),
     }
 
 

@@ -71,9 +71,11 @@ async def _send(state: SimState, job: Job, url: str, base: str, delay: float) ->
         headers["X-OpenRouter-Signature"] = signature(secret, body, int(time.time()))
     async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
         for _ in range(1 + config.callback_duplicates):
+            sent_at = time.time()  # so a bench can tell the simulator's own lag from the receiver's
             try:
                 async with session.post(url, data=body, headers=headers) as answer:
-                    state.callback_log.append({"job_id": job.id, "url": url, "status": answer.status})
+                    entry = {"job_id": job.id, "url": url, "status": answer.status, "sent_at": sent_at}
+                    state.callback_log.append(entry)
                     state.counters["callbacks_sent"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 state.callback_log.append({"job_id": job.id, "url": url, "status": 0, "error": type(exc).__name__})
