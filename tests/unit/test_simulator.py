@@ -477,13 +477,11 @@ class TestRunning:
 class TestMp4:
     """The generated videos."""
 
-    def test_videos_are_deterministic_distinct_and_fast(self) -> None:
-        """Same job and index → same bytes; anything else → different; each well under 50 ms."""
-        started = time.perf_counter()
-        videos = [mp4.make_video(f"gen-vid-1-{n:020d}", index) for n in range(10) for index in range(2)]
-        per_video = (time.perf_counter() - started) / len(videos)
-        assert per_video < 0.05
+    def test_videos_are_deterministic_and_distinct(self) -> None:
+        """Same job and index → same bytes; anything else → different, even where two share a look."""
+        videos = [mp4.make_video(f"gen-vid-1-{n:020d}", index) for n in range(100) for index in range(2)]
         assert len(set(videos)) == len(videos)
+        assert mp4._frames.cache_info().currsize < len(videos)  # looks are shared: frames drawn once per look
         assert mp4.make_video("gen-vid-1-00000000000000000000") == videos[0]
         assert all(video[4:8] == b"ftyp" for video in videos)
 
