@@ -91,6 +91,43 @@ async def test_submit_records_submitting_then_returns_submitted_with_the_job_id(
     assert r.sim.stats()["submits"] == 1
 
 
+async def test_a_submit_slot_covers_the_submitting_record_and_the_post_not_the_answers_record(
+    rig: RigFactory,
+) -> None:
+    """With one slot, a second submit writes nothing until the first POST has its answer; then it goes,
+    although the first answer is not recorded yet (so at most max_concurrent_submits are ever in doubt)."""
+    r = await rig(max_concurrent_submits=1)
+    real, gate, posting = r.engine.ctx.provider, asyncio.Event(), asyncio.Event()
+
+    class HeldProvider:
+        """The real client, except that the first POST waits for the test's word."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def submit(self, body: dict[str, Any]) -> Any:
+            if not posting.is_set():
+                posting.set()
+                await gate.wait()
+            return await real.submit(body)
+
+    r.engine.ctx.provider = HeldProvider()  # type: ignore[assignment]
+    first, second = await r.claim("slot-1"), await r.claim("slot-2")
+    running = asyncio.create_task(run(r, first, Step.SUBMIT))
+    await asyncio.wait_for(posting.wait(), 5)
+    waiting = asyncio.create_task(run(r, second, Step.SUBMIT))
+    with pytest.raises(TimeoutError):  # without the slot it would record and POST well within this
+        await asyncio.wait_for(asyncio.shield(waiting), 1.0)
+    row = await r.ledger.get("slot-2")
+    assert row is not None and row.state is JobState.RECEIVED
+    gate.set()
+    outcome = await running  # the first has its answer, not yet recorded
+    assert isinstance(outcome, Move) and outcome.to is JobState.SUBMITTED
+    assert isinstance(await asyncio.wait_for(waiting, 10), Move) and r.sim.stats()["submits"] == 2
+    first_row = await r.ledger.get("slot-1")
+    assert first_row is not None and first_row.state is JobState.SUBMITTING  # the second went all the same
+
+
 async def test_submit_not_taken_goes_back_to_received_after_retry_after(rig: RigFactory) -> None:
     """A 429 means nothing was created: back to `received`, no sooner than Retry-After."""
     r = await rig()

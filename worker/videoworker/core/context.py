@@ -6,8 +6,9 @@ unit tests call with a context of their own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from videoworker.config import Settings
 from videoworker.core.jobs import Job
@@ -37,6 +38,11 @@ class StepContext:
     catalogue: Callable[[], Awaitable[Catalogue]]
     #: The daily spending limit the last estimate named (for the budget gauges).
     daily_limit: float | None = None
+    #: ``max_concurrent_submits`` slots, each held from the ``submitting`` record to the POST's answer.
+    submit_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submit_slots = asyncio.Semaphore(self.settings.max_concurrent_submits)
 
     def retry_in(self, attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
         """Seconds before retry ``attempt``: full-jitter backoff scaled by ``retry_backoff_base``."""

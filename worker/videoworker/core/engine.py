@@ -86,7 +86,7 @@ class Engine:
         """How many workers each step gets: the concurrency limits of the settings."""
         s = self.settings
         return {
-            Step.SUBMIT: s.max_concurrent_submits,
+            Step.SUBMIT: 2 * s.max_concurrent_submits,  # half of them recording answers (StepContext.submit_slots)
             Step.RESOLVE: 2,
             Step.POLL: s.max_concurrent_polls,
             Step.DELIVER: s.max_concurrent_downloads,

@@ -37,27 +37,31 @@ async def submit(job: Job, ctx: StepContext) -> Outcome:
     if estimate is not None:
         ctx.daily_limit = estimate.daily_limit_usd
     data, reservation = budget.reserve(job.record.data, estimate)
-    crashpoint("before_post")
-    try:
-        if not await ctx.intend(job, Move(JobState.SUBMITTING, data=data, attempts=attempts, budget=reservation)):
-            return Release()
-    except OverBudget as exc:  # nothing was written: no reservation to settle later
-        log.warning("submit refused by the daily budget", reason=str(exc))
-        return replace(fail("over_budget", str(exc)), data={**job.record.data, "cost": data["cost"]})
     model = job.request.model
-    try:
-        answer = await ctx.provider.submit(_body(job, ctx))
-    except RetryableError as exc:
-        return _not_taken(job, ctx, exc, attempts)
-    except PermanentError as exc:
-        metrics.SUBMITS.labels(model=model, outcome="rejected").inc()
-        code = _REFUSALS.get(exc.status or 0, "provider_rejected")
-        refused = fail(code, f"OpenRouter refused the submit ({exc.status}): {exc.message}")
-        data, change = budget.release(job.record.data)  # a refusal is not charged
-        return replace(refused, data=data, budget=change)
-    except Exception as exc:  # noqa: BLE001 - AmbiguousSubmit, or anything unforeseen after sending
-        status = getattr(exc, "status", None) or "no answer"
-        return unknown(job, ctx, f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}")
+    # A slot covers the `submitting` record and the POST, not the record of the answer: the
+    # next submit need not wait for that commit, and no more than the limit are ever sent
+    # or about to be (what a crash leaves as unknown).
+    async with ctx.submit_slots:
+        crashpoint("before_post")
+        try:
+            if not await ctx.intend(job, Move(JobState.SUBMITTING, data=data, attempts=attempts, budget=reservation)):
+                return Release()
+        except OverBudget as exc:  # nothing was written: no reservation to settle later
+            log.warning("submit refused by the daily budget", reason=str(exc))
+            return replace(fail("over_budget", str(exc)), data={**job.record.data, "cost": data["cost"]})
+        try:
+            answer = await ctx.provider.submit(_body(job, ctx))
+        except RetryableError as exc:
+            return _not_taken(job, ctx, exc, attempts)
+        except PermanentError as exc:
+            metrics.SUBMITS.labels(model=model, outcome="rejected").inc()
+            code = _REFUSALS.get(exc.status or 0, "provider_rejected")
+            refused = fail(code, f"OpenRouter refused the submit ({exc.status}): {exc.message}")
+            data, change = budget.release(job.record.data)  # a refusal is not charged
+            return replace(refused, data=data, budget=change)
+        except Exception as exc:  # noqa: BLE001 - AmbiguousSubmit, or anything unforeseen after sending
+            status = getattr(exc, "status", None) or "no answer"
+            return unknown(job, ctx, f"submit outcome unknown ({status}): {getattr(exc, 'message', None) or exc}")
     crashpoint("after_post")
     metrics.SUBMITS.labels(model=model, outcome="accepted").inc()
     data = stamp(job.record.data, "submitted")
