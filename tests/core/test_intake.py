@@ -9,6 +9,7 @@ from tests.core.conftest import Rig
 from videoworker import InvalidRequest, VideoRequest, hookimpl
 from videoworker.core.intake import Accept, Delivery, Refuse, Requeue
 from videoworker.core.states import JobState
+from videoworker.testing.recorder import until
 
 RigFactory = Callable[..., Awaitable[Rig]]
 
@@ -42,6 +43,24 @@ async def test_a_duplicate_is_accepted_and_never_submitted_again(rig: RigFactory
     late = [m for m in r.publisher.messages if m.routing_key == "amq.gen-late"]
     assert len(late) == 1 and late[0].correlation_id == "late" and json.loads(late[0].body)["status"] == "completed"
     assert r.sim.stats()["submits"] == 1
+
+
+async def test_a_claim_that_landed_unheld_is_taken_up_by_its_redelivery(rig: RigFactory) -> None:
+    """The claim committed but its handling was cancelled (a broken channel), so no step holds the job and
+    our own lease renewal keeps peers off it. The redelivery finds it ours and unheld: it runs, once."""
+    r = await rig()
+    claimed = await r.claim("i-1")  # durable under our name, as a cancelled intake leaves it
+    r.engine.jobs.drop("i-1")
+    assert claimed.record.state is JobState.RECEIVED and "i-1" not in r.engine.jobs
+    assert isinstance(await r.intake.take(delivery(GOOD)), Accept)
+    assert "i-1" in r.engine.jobs
+    row = await r.final("i-1")
+    assert row.state is JobState.DONE and r.sim.stats()["submits"] == 1
+    # a late answer to the first claim: the compare-and-set refuses the stale `received`, nothing is sent
+    r.engine.accept(claimed.record, claimed.request)
+    await until(lambda: "i-1" not in r.engine.jobs, 5, "the stale job to be let go")
+    again = await r.ledger.get("i-1")
+    assert again is not None and again.state is JobState.DONE and r.sim.stats()["submits"] == 1
 
 
 async def test_bad_json_is_refused_with_a_failed_event_and_nothing_claimed(rig: RigFactory) -> None:

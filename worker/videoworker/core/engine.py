@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 
@@ -24,7 +24,7 @@ from videoworker.core.outcomes import Again, Move, Outcome, Release
 from videoworker.core.polling import DURATIONS_FILE, PollPlanner
 from videoworker.core.ports import Provider
 from videoworker.core.recorder import Recorder
-from videoworker.core.schedule import Timers, backoff
+from videoworker.core.schedule import Timers, backoff, persist
 from videoworker.core.states import JobState, Step, step_for
 from videoworker.core.steps import STEPS, StepFunction
 from videoworker.core.steps.submit import stamp
@@ -34,8 +34,6 @@ from videoworker.plugins.hooks import Hooks
 from videoworker.provider.catalogue import Catalogue, CatalogueCache
 
 log = structlog.get_logger("videoworker.engine")
-
-_PERSIST_RETRY_CAP = 30.0
 
 
 class Engine:
@@ -139,9 +137,10 @@ class Engine:
 
     # --- entry points ------------------------------------------------------------------
     def accept(self, record: JobRecord, request: VideoRequest) -> None:
-        """Take a freshly claimed job."""
-        self.jobs.hold(Job(record, request))
-        self._schedule(Step.SUBMIT, record.request_id, 0)
+        """Take a freshly claimed job (unless a redelivery's :meth:`duplicate` took it up first)."""
+        if record.request_id not in self.jobs:
+            self.jobs.hold(Job(record, request))
+            self._schedule(Step.SUBMIT, record.request_id, 0)
 
     def resume(self, record: JobRecord) -> None:
         """Take an adopted job (after a restart, or from a dead peer) and run its state's step."""
@@ -153,7 +152,14 @@ class Engine:
         self._schedule(step, record.request_id, 0)
 
     async def duplicate(self, record: JobRecord, reply: ReplyTarget | None) -> None:
-        """Answer a second delivery of a known id from the ledger; never submit again."""
+        """Answer a second delivery of a known id from the ledger; never submit again.
+
+        A row under our name that no step holds is a claim that landed while its answer was
+        lost (the delivery's handling was cancelled by a broken channel): nobody else will
+        adopt it, since our lease renewal keeps it ours, so it is taken up here.
+        """
+        if record.owner == self.settings.instance_id:
+            self.resume(record)
         await self.recorder.answer_duplicate(record, reply)
 
     # --- running steps -----------------------------------------------------------------
@@ -261,7 +267,7 @@ class Engine:
         if job.record.state is not JobState.SUBMITTING:
             moved = await self.recorder.move(job, move)
         else:
-            moved = await _persist(lambda: self.recorder.move(job, move))
+            moved = await persist(lambda: self.recorder.move(job, move), what="the submit outcome")
         if not moved:
             await self._resync(job)
         return moved
@@ -304,15 +310,3 @@ class Engine:
 
 async def _no_catalogue() -> Catalogue:
     return Catalogue()
-
-
-async def _persist(write: Callable[[], Awaitable[bool]]) -> bool:
-    """Run ``write`` until it does not raise: a crash in between leaves `submitting`, reported as unknown."""
-    delay = 0.5
-    while True:
-        try:
-            return await write()
-        except Exception as exc:  # noqa: BLE001 - keep trying; the ledger may be briefly unavailable
-            log.error("could not record the submit outcome; retrying", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _PERSIST_RETRY_CAP)

@@ -11,7 +11,7 @@ import heapq
 import itertools
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
@@ -107,3 +107,19 @@ class Deadline:
         except Exception as exc:  # noqa: BLE001 - stopping goes on whatever one step does
             log.warning("failed at stop; moving on", step=what, error=f"{type(exc).__name__}: {exc}")
         return None
+
+
+async def persist(write: Callable[[], Awaitable[T]], *, what: str, cap: float = 30.0) -> T:
+    """Run ``write`` until it does not raise, backing off up to ``cap`` seconds between tries.
+
+    For a record that exists only in memory until it lands (the answer to a POST): a crash
+    in between leaves the write-ahead record, which is reported, never lost.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return await write()
+        except Exception as exc:  # noqa: BLE001 - keep trying; the ledger may be briefly unavailable
+            log.error(f"could not record {what}; retrying", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
