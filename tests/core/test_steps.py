@@ -254,7 +254,8 @@ async def test_a_job_that_finished_is_delivered_even_when_found_past_job_timeout
     job = await r.claim("p-paid")
     await advanced_to(r, job, JobState.SUBMITTED)
     await until(lambda: _all_ended(r), timeout=10, what="the job ends")
-    await asyncio.sleep(max(0.0, 0.35 - (time.time() - float(job.record.data["submitted_at"]))))
+    submitted_at = float(job.record.data["submitted_at"])
+    await until(lambda: time.time() - submitted_at > 0.35, 5, "job_timeout to pass")
     outcome = await run(r, job, Step.POLL)
     assert isinstance(outcome, Move) and outcome.to is JobState.COMPLETED, outcome
 

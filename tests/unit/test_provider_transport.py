@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,71 +19,15 @@ import pytest
 import trustme
 from yarl import URL
 
+from tests.unit.raw_http import JOB, Server, answer, hang, keep_answering, serving
 from videoworker.errors import AmbiguousSubmit, ConfigError, PermanentError, RetryableError
 from videoworker.provider.answers import transport_error_class
 from videoworker.provider.client import OpenRouterClient
 from videoworker.provider.proxies import EnvironmentProxies
 from videoworker.provider.transport import PIECE, AiohttpTransport, mapped
+from videoworker.testing.recorder import until
 
 KEY = "sk-secret-transport"
-JOB = {"id": "gen-vid-1-abcdefghij", "status": "pending"}
-Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def _answer(status: int, body: bytes, *headers: str) -> bytes:
-    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Content-Type: application/json", *headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-class Server:
-    """A raw HTTP/1.1 server: counts connections, keeps each request head, answers with ``handle``."""
-
-    def __init__(self, handle: Handle) -> None:
-        self.handle = handle
-        self.connections = 0
-        self.heads: list[bytes] = []
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await self.handle(reader, writer)
-        writer.close()
-
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        self.heads.append(head)
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                await reader.readexactly(int(value))
-        return head
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    handle: Callable[[Server, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[tuple[Server, str]]:
-    server = Server(lambda r, w: handle(server, r, w))
-    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    async with listener:
-        yield server, f"http://127.0.0.1:{port}/api/v1"
-
-
-async def keep_answering(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer every request on the connection with a job, keeping it alive."""
-    while True:
-        await server.read_request(reader)
-        writer.write(_answer(200, json.dumps(JOB).encode()))
-        await writer.drain()
-
-
-async def hang(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read the request, never answer."""
-    await server.read_request(reader)
-    await asyncio.sleep(30)
-
-
 # --- the mapping, class by class -------------------------------------------------------------
 
 KEY_OBJ = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
@@ -155,8 +98,7 @@ async def test_waiting_for_a_pooled_connection_times_out_not_sent() -> None:
         client = OpenRouterClient(base, KEY, max_connections=1, connect_timeout=0.2, read_timeout=5)
         async with client:
             first = asyncio.create_task(client.submit({"model": "m", "prompt": "first"}))
-            while not server.heads:
-                await asyncio.sleep(0.01)
+            await until(lambda: server.heads, 5, "the first submit to reach the server")
             with pytest.raises(RetryableError) as info:
                 await client.submit({"model": "m", "prompt": "second"})
             first.cancel()
@@ -168,7 +110,7 @@ async def test_waiting_for_a_pooled_connection_times_out_not_sent() -> None:
 async def test_garbled_answer_is_ambiguous_for_a_submit_retryable_for_a_poll() -> None:
     """Not HTTP at all after the request went out: a submit may have been taken, a poll can be asked again."""
 
-    async def garble(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def garble(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         writer.write(b"SMTP ready\r\n\r\n")
         await writer.drain()
@@ -184,9 +126,9 @@ async def test_garbled_answer_is_ambiguous_for_a_submit_retryable_for_a_poll() -
 async def test_compressed_answer_is_refused_not_decoded() -> None:
     """A gzip body reaches the client as sent (aiohttp does not decode it), and a poll refuses it."""
 
-    async def gzipped(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def gzipped(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(_answer(200, b"\x1f\x8b\x08\x00not-really", "Content-Encoding: gzip"))
+        writer.write(answer(200, b"\x1f\x8b\x08\x00not-really", "Content-Encoding: gzip"))
         await writer.drain()
 
     async with serving(gzipped) as (_, base), OpenRouterClient(base, KEY) as client:
@@ -249,16 +191,14 @@ async def test_https_through_a_proxy_is_a_tunnel(monkeypatch: pytest.MonkeyPatch
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-    provider = Server(lambda r, w: keep_answering(provider, r, w))
     async with (
-        await asyncio.start_server(provider._serve, "127.0.0.1", 0, ssl=tls) as origin,
+        serving(keep_answering, tls=tls) as (provider, base),
         await asyncio.start_server(connect, "127.0.0.1", 0) as proxy,
     ):
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
         monkeypatch.setenv("HTTPS_PROXY", f"http://u:pw-secret@127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        base = f"https://127.0.0.1:{origin.sockets[0].getsockname()[1]}/api/v1"
         async with OpenRouterClient(base, KEY) as client:
             job = await client.poll(JOB["id"])
     assert job.id == JOB["id"] and len(tunnels) == 1
@@ -304,20 +244,8 @@ def test_a_proxy_that_is_no_url_stops_the_start_without_echoing_it(value: str) -
 @pytest.mark.asyncio
 async def test_a_long_body_goes_in_pieces_and_arrives_whole() -> None:
     """A submit over PIECE (a data URL, say) arrives byte for byte, with its Content-Length and no chunking."""
-    received: list[bytes] = []
-
-    async def keep_body(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        server.heads.append(head)
-        length = int(
-            next(v for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length")
-        )
-        received.append(await reader.readexactly(length))
-        writer.write(_answer(200, json.dumps(JOB).encode()))
-        await writer.drain()
-
     prompt = "x" * (5 * PIECE + 123)
-    async with serving(keep_body) as (server, base), OpenRouterClient(base, KEY) as client:
+    async with serving(keep_answering) as (server, base), OpenRouterClient(base, KEY) as client:
         await client.submit({"model": "m", "prompt": prompt})
-    assert json.loads(received[0]) == {"model": "m", "prompt": prompt}
+    assert json.loads(server.bodies[0]) == {"model": "m", "prompt": prompt}
     assert b"transfer-encoding" not in server.heads[0].lower()

@@ -14,102 +14,20 @@ import json
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
 
+from tests.unit.raw_http import JOB, Handler, Server, answer, job_answer, keep_answering, linger, serving
 from videoworker.errors import AmbiguousSubmit, DownloadError, PermanentError, ProviderError, RetryableError
 from videoworker.provider.client import OpenRouterClient
 from videoworker.provider.untrusted import ProviderLimits
+from videoworker.testing.recorder import until
 
 KEY = "sk-secret-review-0123456789"
-JOB = {"id": "gen-vid-1-abcdefghij", "status": "pending"}
 JOB2 = {"id": "gen-vid-2-abcdefghij", "status": "pending"}
 FAILED = {"id": "gen-vid-1-abcdefghij", "status": "failed", "error": "stale"}
 MP4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
-
-
-def answer(status: int, body: bytes, *headers: str, reason: str = "X") -> bytes:
-    head = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}", "Content-Type: application/json", *headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def job_answer(job: Mapping[str, str] = JOB) -> bytes:
-    return answer(200, json.dumps(job).encode())
-
-
-class Server:
-    """A raw HTTP/1.1 server: counts connections, keeps each request head and body, answers with ``handle``."""
-
-    def __init__(self, handle: Callable[[Server, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]):
-        self.handle = handle
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self.bodies: list[bytes] = []
-        self.go = asyncio.Event()  # a test's signal to a waiting handler
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        # CancelledError too: a handler still waiting when the test ends is stopped quietly (see ``serving``)
-        quiet = (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.CancelledError)
-        with contextlib.suppress(*quiet):
-            await self.handle(self, self.connections, reader, writer)
-        writer.close()
-
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        self.bodies.append(await reader.readexactly(length))
-        self.heads.append(head)
-        return head
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    handle: Callable[[Server, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-    *,
-    rcvbuf: int | None = None,
-) -> AsyncIterator[tuple[Server, str]]:
-    server = Server(handle)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if rcvbuf is not None:  # inherited by accepted sockets: a server that reads nothing fills up fast
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.bind(("127.0.0.1", 0))
-    listener = await asyncio.start_server(server._serve, sock=sock)
-    port = listener.sockets[0].getsockname()[1]
-    async with listener:
-        try:
-            yield server, f"http://127.0.0.1:{port}/api/v1"
-        finally:  # before the listener closes: from Python 3.12 its wait_closed() waits for every connection
-            for task in server.tasks:
-                task.cancel()
-            await asyncio.gather(*server.tasks, return_exceptions=True)
-
-
-async def until(condition: Callable[[], bool], deadline: float = 1.5) -> None:
-    """Wait until ``condition()`` holds; fail the test past ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
-
-
-async def keep_answering(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        await server.read_request(reader)
-        writer.write(job_answer())
-        await writer.drain()
 
 
 def pooled_protocols(client: OpenRouterClient) -> list[object]:
@@ -210,9 +128,32 @@ async def test_idle_connection_closed_by_the_server_is_not_reused() -> None:
 
     async with serving(close_when_idle) as (server, base), OpenRouterClient(base, KEY) as client:
         await client.submit({"model": "m"})
-        await until(lambda: not any(p.is_connected() for p in pooled_protocols(client)))  # type: ignore[attr-defined]
+        await until(
+            lambda: not any(p.is_connected() for p in pooled_protocols(client)), 1.5, "the pooled connection to close"
+        )  # type: ignore[attr-defined]
         job = await client.submit({"model": "m"})
     assert job.id == JOB["id"] and len(server.heads) == 2 and server.connections == 2
+
+
+def stale_connection(unsolicited: bytes, *, then: bytes | None = None) -> Handler:
+    """Answer, then (once ``server.go`` is set) send ``unsolicited`` on the idle first connection, which
+    stays open; ``then`` answers a request that still arrives there (a POST already on the wire)."""
+
+    async def handle(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(job_answer())
+        await writer.drain()
+        if n == 1:
+            await server.go.wait()
+            writer.write(unsolicited)
+            await writer.drain()
+            if then is not None:
+                await server.read_request(reader)
+                writer.write(then)
+                await writer.drain()
+        await keep_answering(server, n, reader, writer)
+
+    return handle
 
 
 @pytest.mark.asyncio
@@ -227,20 +168,10 @@ async def test_unsolicited_answer_on_an_idle_connection_is_not_taken_for_the_nex
     Now: the transport's connector closes a pooled connection whose protocol ``should_close`` (true once
     anything was queued) instead of reusing it."""
 
-    async def stale(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(job_answer())
-        await writer.drain()
-        if n == 1:
-            await server.go.wait()
-            writer.write(job_answer(FAILED))  # unsolicited, the connection stays open
-            await writer.drain()
-        await keep_answering(server, n, reader, writer)
-
-    async with serving(stale) as (server, base), OpenRouterClient(base, KEY) as client:
+    async with serving(stale_connection(job_answer(FAILED))) as (server, base), OpenRouterClient(base, KEY) as client:
         await client.poll(JOB["id"])
         server.go.set()
-        await until(lambda: any(p._buffer for p in pooled_protocols(client)))  # type: ignore[attr-defined]
+        await until(lambda: any(p._buffer for p in pooled_protocols(client)), 1.5, "the unsolicited bytes")  # type: ignore[attr-defined]
         job = await client.poll(JOB["id"])
     assert job.status == "pending", f"the poll got the unsolicited answer: {job.status}"
 
@@ -254,23 +185,13 @@ async def test_unsolicited_503_on_an_idle_connection_does_not_make_a_submit_retr
     server takes it (checked with CPython 3.12.1: the server received both POSTs and answered the second
     with a job id), and the daemon resubmits a job it was charged for. Now: fixed as above."""
 
-    async def stale(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(job_answer())
-        await writer.drain()
-        if n == 1:
-            await server.go.wait()
-            writer.write(answer(503, b'{"error":"stale"}'))
-            await writer.drain()
-            await server.read_request(reader)
-            writer.write(job_answer(JOB2))
-            await writer.drain()
-        await keep_answering(server, n, reader, writer)
-
-    async with serving(stale) as (server, base), OpenRouterClient(base, KEY) as client:
+    async with (
+        serving(stale_connection(answer(503, b'{"error":"stale"}'), then=job_answer(JOB2))) as (server, base),
+        OpenRouterClient(base, KEY) as client,
+    ):
         await client.submit({"model": "m"})
         server.go.set()
-        await until(lambda: any(p._buffer for p in pooled_protocols(client)))  # type: ignore[attr-defined]
+        await until(lambda: any(p._buffer for p in pooled_protocols(client)), 1.5, "the unsolicited bytes")  # type: ignore[attr-defined]
         try:
             job = await client.submit({"model": "m"})
         except RetryableError as exc:
@@ -292,7 +213,7 @@ async def test_stalled_upload_ends_in_a_write_timeout() -> None:
 
     async def stop_reading(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server.heads.append(await reader.readuntil(b"\r\n\r\n"))
-        await asyncio.sleep(10)
+        await linger()
 
     async with (
         serving(stop_reading, rcvbuf=4096) as (server, base),  # the server reads the head and nothing more
@@ -325,7 +246,7 @@ async def test_cancel_while_waiting_for_the_answer_closes_the_connection() -> No
 
     async with serving(slow_first) as (server, base), OpenRouterClient(base, KEY) as client:
         task = asyncio.create_task(client.submit({"model": "m"}))
-        await until(lambda: len(server.heads) == 1)
+        await until(lambda: len(server.heads) == 1, 1.5, "the request")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -433,7 +354,7 @@ async def test_read_timeout_is_per_read_like_httpx() -> None:
             await asyncio.sleep(0.1)
             writer.write(body[i : i + len(body) // 6 + 1])
         await writer.drain()
-        await asyncio.sleep(1)
+        await linger()
 
     async with serving(trickle) as (_, base), OpenRouterClient(base, KEY, read_timeout=0.4) as client:
         started = time.monotonic()
@@ -453,7 +374,7 @@ async def test_read_timeout_is_ambiguous_for_a_submit_retryable_for_a_poll(where
         if where == "mid-body":
             writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:5])
             await writer.drain()
-        await asyncio.sleep(5)
+        await linger()
 
     async with serving(stall) as (server, base), OpenRouterClient(base, KEY, read_timeout=0.2) as client:
         with pytest.raises(AmbiguousSubmit, match="ReadTimeout"):
@@ -498,7 +419,7 @@ async def test_hostile_answer_is_ambiguous_for_a_submit_retryable_for_a_poll(nam
         await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-        await asyncio.sleep(0.5)
+        await linger()
 
     async with serving(hostile) as (server, base), OpenRouterClient(base, KEY, read_timeout=1) as client:
         with pytest.raises(AmbiguousSubmit) as submitted:
@@ -632,7 +553,7 @@ async def test_status_that_is_no_final_answer_is_a_protocol_error(status_line: s
         await server.read_request(reader)
         writer.write(f"{status_line}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
         await writer.drain()
-        await asyncio.sleep(1)
+        await linger()
 
     async with serving(odd) as (_, base), OpenRouterClient(base, KEY, read_timeout=0.3) as client:
         with pytest.raises(ProviderError) as info:
