@@ -40,7 +40,7 @@ from bench.simulator import sim_admin, start_simulator  # noqa: E402
 from videoworker.core.states import JobState  # noqa: E402
 from videoworker.ledger.base import JobRecord  # noqa: E402
 from videoworker.ledger.postgres import PostgresLedger  # noqa: E402
-from videoworker_devtools.ports import free_port  # noqa: E402
+from videoworker_devtools.ports import free_port, wait_until_answers  # noqa: E402
 from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
 
 PG = os.environ.get("VIDEOWORKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -51,17 +51,6 @@ _STATEMENTS = re.compile(r'^videoworker_ledger_statements_total\{kind="(\w+)"\} 
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_ready(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"instance on health port {port} not ready")
 
 
 def _statements(port: int) -> dict[str, float]:
@@ -120,9 +109,8 @@ async def _measure(
         log = (work / f"{suffix}-{index}.log").open("w")
         process = subprocess.Popen([sys.executable, "-m", "videoworker", "run"], env=env, stdout=log, stderr=log)
         instances.append((process, port))
-    deadline = time.monotonic() + 60
     for _, port in instances:
-        _wait_ready(port, deadline)
+        wait_until_answers(f"http://127.0.0.1:{port}/readyz", 60, f"instance on health port {port}", status=200)
     cpu_before = sum(_cpu_seconds(p.pid) for p, _ in instances)
     connection = await aio_pika.connect_robust(AMQP)
     channel = await connection.channel()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from videoworker_devtools.ports import free_port
+from videoworker_devtools.ports import free_port, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,14 +25,12 @@ def start_simulator(job_seconds: tuple[float, float]) -> tuple[subprocess.Popen[
         cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
-    for _ in range(100):
-        try:
-            httpx.get(f"{base}/videos/models", timeout=1)
-            return sim, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    sim.terminate()
-    raise TimeoutError("the simulator did not start")
+    try:
+        wait_until_answers(f"{base}/videos/models", 10, "the simulator")
+    except TimeoutError:
+        sim.terminate()
+        raise
+    return sim, base
 
 
 def sim_admin(base: str, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

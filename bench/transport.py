@@ -19,7 +19,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from videoworker.provider.transport import AiohttpTransport  # noqa: E402
-from videoworker_devtools.ports import free_port  # noqa: E402
+from videoworker_devtools.ports import free_port, wait_until_answers  # noqa: E402
 
 SERVER = """
 from aiohttp import web
@@ -79,15 +78,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"{base}/videos/x", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the local server did not answer within 15 s") from None
-                time.sleep(0.1)
+        wait_until_answers(f"{base}/videos/x", 15, "the local server")
         runs: dict[str, list[float]] = {"httpx": [], "aiohttp": []}
         for _ in range(2):
             for side in runs:
