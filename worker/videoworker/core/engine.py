@@ -88,7 +88,7 @@ class Engine:
             Step.RESOLVE: 2,
             Step.POLL: s.max_concurrent_polls,
             Step.DELIVER: s.max_concurrent_downloads,
-            Step.FINISH: max(4, s.max_concurrent_downloads),
+            Step.FINISH: 2,  # only jobs an earlier version left in `stored`: deliver now records `done` itself
             Step.AWAIT: 1,
         }
 
