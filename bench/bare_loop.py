@@ -29,6 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.memory import peak_rss_mib, rss_mib
 from bench.publisher import publish_requests
 
 
@@ -89,7 +90,7 @@ async def run_floor(
 
     await requests.consume(consume)
     await replies.consume(on_reply, no_ack=True)
-    started, rss_at_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started, rss_at_start = time.perf_counter(), rss_mib()
     await publish_requests(channel, queue, jobs, "floor", replies.name)
     await done.wait()
     total = time.perf_counter() - started
@@ -111,7 +112,7 @@ def main() -> None:
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
-    print(json.dumps({**got, "cpu_s": cpu_s, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}))
+    print(json.dumps({**got, "cpu_s": cpu_s, "peak_rss_mib": round(peak_rss_mib(), 1)}))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import aio_pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import peak_rss_mib, rss_mib  # noqa: E402
 from bench.publisher import publish_requests  # noqa: E402
 from bench.simulator import sim_admin, start_simulator  # noqa: E402
 from videoworker.config import load_settings  # noqa: E402
@@ -226,17 +227,19 @@ async def _daemon(
 
     await replies.consume(on_reply)
     started, started_unix, cpu_before = time.perf_counter(), time.time(), _cpu_seconds()
-    rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_at_start = rss_mib()
     publish_s = await publish_requests(channel, settings.request_queue, jobs, f"bench{suffix}", replies.name)
     while not done.is_set():
         peak = max(peak, daemon.engine.load)
         await asyncio.sleep(0.2)
     total_s = time.perf_counter() - started
     cpu_s = _cpu_seconds() - cpu_before
-    stats = sim_admin(base, "stats")
-    sim_admin(base, "reset")
     daemon.request_stop("bench done")
     await task
+    # before the simulator's record is fetched: parsing it is the bench's work, not the daemon's
+    peak_rss = peak_rss_mib()
+    stats = sim_admin(base, "stats")
+    sim_admin(base, "reset")
     await channel.queue_delete(settings.request_queue)
     await channel.queue_delete(settings.dead_letter_queue)
     await channel.exchange_delete(settings.events_exchange)
@@ -249,7 +252,7 @@ async def _daemon(
         "jobs_per_s": round(jobs / total_s, 1),
         "peak_inflight": peak,
         "submits": stats["submits"],
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(peak_rss, 1),
         "rss_at_start_mib": round(rss_at_start, 1),
         **(
             {"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]}
