@@ -13,8 +13,9 @@ import os
 import re
 import socket
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -50,8 +51,6 @@ class Settings(BaseSettings):
         validate_default=True,
         env_nested_delimiter="__",
     )
-    _toml_file: ClassVar[Path | None] = None
-
     # --- where things are -------------------------------------------------------------
     amqp_url: SecretStr = Field(
         SecretStr("amqp://guest:guest@localhost:5672/"),
@@ -270,9 +269,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings, file_secret_settings]
-        if cls._toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        toml = _TOML_FILE.get()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+
+_TOML_FILE: ContextVar[Path | None] = ContextVar("toml", default=None)  # not a class per call: ~1 MiB of validators
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
@@ -282,11 +285,11 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     if toml is not None and not toml.is_file():
         raise ConfigError(f"config file {toml} does not exist")
     secrets_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    bound = type("Settings", (Settings,), {"_toml_file": toml})
     if secrets_dir:
         refuse_conflicting_credentials(Path(secrets_dir), overrides)
+    reading = _TOML_FILE.set(toml)
     try:
-        return bound(_secrets_dir=secrets_dir, **overrides)  # type: ignore[no-any-return]
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
     except tomllib.TOMLDecodeError as exc:
@@ -294,6 +297,8 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     except SettingsError as exc:
         # e.g. a list or dict setting given as an env var that is not JSON
         raise ConfigError(f"invalid configuration: {exc}") from None
+    finally:
+        _TOML_FILE.reset(reading)
 
 
 def _explain(exc: ValidationError) -> str:
