@@ -267,6 +267,18 @@ async def test_enqueue_and_claim_outbox_leases(ledger: Ledger) -> None:
     assert [m.message_id for m in await ledger.claim_outbox("C", time.time() + HOUR, 10)] == ["mid-2"]
 
 
+async def test_claim_outbox_records_the_last_rounds_confirms_in_the_same_write(ledger: Ledger) -> None:
+    """``sent`` rows leave the pending set and are not leased again, though the claimer holds their lease."""
+    await ledger.enqueue([msg("r", n) for n in range(4)])
+    first = await ledger.claim_outbox("A", time.time() + HOUR, 2)
+    sent = [m.id for m in first if m.id is not None]
+    second = await ledger.claim_outbox("A", time.time() + HOUR, 10, sent=sent)
+    assert [m.message_id for m in second] == ["mid-2", "mid-3"]
+    assert (await ledger.counts())["outbox_pending"] == 2
+    assert await ledger.claim_outbox("A", time.time() + HOUR, 10, sent=[m.id for m in second if m.id]) == []
+    assert (await ledger.counts())["outbox_pending"] == 0
+
+
 async def test_claim_outbox_from_two_instances_splits_rows(store: Opener) -> None:
     a, b = await store(), await store()
     await a.enqueue([msg("r", n) for n in range(40)])

@@ -256,8 +256,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.broker.connected:  # one last pass, after the relay loop is gone so no row is published twice
-            await stop.step("last outbox pass", self.outbox.flush(), cap=0.6)
+        # one last pass, after the relay loop is gone so no row is published twice
+        await stop.step("last outbox pass", self.outbox.drain(), cap=0.6)
         released = await stop.step("release leases", self.leases.release(), cap=0.4)
         if released is not None:
             log.info("leases released", jobs=released)

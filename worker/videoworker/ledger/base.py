@@ -199,8 +199,11 @@ class Ledger(abc.ABC):
         """Give up every lease ``owner`` holds (jobs, pending notifications): a restart or a peer takes them at once."""
 
     @abc.abstractmethod
-    async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
-        """Lease up to ``limit`` unsent outbox messages, oldest first."""
+    async def claim_outbox(
+        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = ()
+    ) -> list[OutboxMessage]:
+        """Record ``sent`` as :meth:`mark_sent` does, then lease up to ``limit`` unsent outbox
+        messages, oldest first, in one transaction: a relay round costs one write, not two."""
 
     @abc.abstractmethod
     async def mark_sent(self, ids: Sequence[int]) -> None:

@@ -4,6 +4,11 @@ State changes and the events they owe are written in one ledger transaction; thi
 publishes them with confirms afterwards. A crash between the confirm and the mark
 republishes the message: events are at least once, and each carries a stable
 ``message_id`` so consumers can drop the repeat.
+
+A round is one ledger write and one batch of publishes: the write stamps the previous
+round's confirmed messages as sent and leases the next batch (``claim_outbox(sent=...)``).
+An event committed while a batch is out therefore waits for one write, not two, and a
+round that published anything is followed at once by one that records it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class OutboxRelay:
         self.lease = lease
         self._wake = asyncio.Event()
         self.failures = 0
+        self._confirmed: list[int] = []  # published and confirmed, not yet recorded as sent
 
     def wake(self) -> None:
         self._wake.set()
@@ -65,26 +71,43 @@ class OutboxRelay:
                     log.warning("outbox publish failed; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
                     await asyncio.sleep(delay)
                     continue
-            if sent < _BATCH:
+            if sent < _BATCH and not self._confirmed:
                 await wait_or_time_out(self._wake, _IDLE)
 
     async def flush(self) -> int:
-        """Publish one batch; return how many were confirmed."""
-        batch = await self.ledger.claim_outbox(self.owner, time.time() + self.lease, _BATCH)
+        """Record the last round's confirms, publish one batch; return how many were confirmed.
+
+        What this batch confirmed is recorded by the next call, or by :meth:`settle`.
+        """
+        batch = await self.ledger.claim_outbox(self.owner, time.time() + self.lease, _BATCH, sent=self._confirmed)
+        self._confirmed = []
         if not batch:
             return 0
         results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)
         done = [m.id for m, r in zip(batch, results, strict=True) if r is None and m.id is not None]
         crashpoint("after_publish")
-        if done:
-            await self.ledger.mark_sent(done)
-            metrics.EVENTS_PUBLISHED.inc(len(done))
+        self._confirmed = done
+        metrics.EVENTS_PUBLISHED.inc(len(done))
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             if not isinstance(failed[0], Exception):  # a publish's CancelledError must not end the relay
                 raise ConnectionError(f"publish interrupted: {failed[0]!r}") from failed[0]
             raise failed[0]
         return len(done)
+
+    async def settle(self) -> None:
+        """Record what the last batch confirmed; at a stop, so a restart does not publish it again."""
+        if self._confirmed:
+            await self.ledger.mark_sent(self._confirmed)
+            self._confirmed = []
+
+    async def drain(self) -> None:
+        """The stop's last pass, once the loop is gone: one more batch if the broker is up, then :meth:`settle`."""
+        try:
+            if self.broker.connected:
+                await self.flush()
+        finally:
+            await self.settle()
 
     async def _publish(self, message: OutboxMessage) -> None:
         try:

@@ -256,35 +256,6 @@ class PostgresLedger(extras.PostgresExtras, PostgresOperations):
         status = await self._require().execute(_Q.release, owner)
         return extras.affected(status)
 
-    async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
-        """Lease the oldest unsent messages that are free, expired or already ours.
-
-        ``SKIP LOCKED``: publishers on several hosts share the backlog instead of
-        serializing on its head.
-        """
-        rows = await self._require().fetch(
-            "WITH picked AS ("
-            " SELECT id FROM outbox WHERE sent_at IS NULL"
-            " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)"
-            " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
-            " RETURNING " + ", ".join(f"outbox.{c}" for c in sql.OUTBOX_COLUMNS),
-            owner,
-            float(until),
-            now(),
-            extras.limit_or_none(limit),
-        )
-        messages = [sql.outbox_message(r) for r in rows]
-        messages.sort(key=lambda m: m.id or 0)  # RETURNING has no order of its own
-        return messages
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        """Stamp the confirmed messages as sent; they leave the pending set."""
-        if ids:
-            await self._require().execute(
-                "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", now(), list(ids)
-            )
-
     async def counts(self) -> dict[str, int]:
         """Rows per state (every state present, zero if none) plus ``outbox_pending``."""
         async with self._tx() as conn:  # one snapshot for both reads

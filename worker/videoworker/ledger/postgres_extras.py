@@ -1,4 +1,4 @@
-"""The PostgreSQL ledger's notifications and daily budget (schema version 3).
+"""The PostgreSQL ledger's outbox, notifications and daily budget.
 
 Kept apart from :mod:`videoworker.ledger.postgres`, which owns the pool and the job rows.
 Every call is one short ``READ COMMITTED`` transaction or statement, like the rest of
@@ -26,9 +26,18 @@ _INSERT_OUTBOX = (
     " WITH ORDINALITY AS u (r, e, k, m, c, b, n) ORDER BY n"
 )
 
+_CLAIM_OUTBOX = (
+    "WITH marked AS (UPDATE outbox SET sent_at = $3 WHERE id = ANY($5::bigint[])),"
+    " picked AS (SELECT id FROM outbox WHERE sent_at IS NULL AND NOT id = ANY($5::bigint[])"
+    " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)"
+    " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
+    " RETURNING " + ", ".join(f"outbox.{c}" for c in sql.OUTBOX_COLUMNS)
+)
+
 
 class PostgresExtras(Ledger):
-    """Notification and budget calls of :class:`~videoworker.ledger.postgres.PostgresLedger`."""
+    """Outbox, notification and budget calls of :class:`~videoworker.ledger.postgres.PostgresLedger`."""
 
     @abc.abstractmethod
     def _require(self) -> Pool:
@@ -37,6 +46,26 @@ class PostgresExtras(Ledger):
     @abc.abstractmethod
     def _tx(self) -> AbstractAsyncContextManager[Connection]:
         """One connection inside one transaction."""
+
+    async def claim_outbox(
+        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = ()
+    ) -> list[OutboxMessage]:
+        """Stamp ``sent``, then lease the oldest unsent messages that are free, expired or already ours.
+
+        One statement: a data-modifying ``WITH`` runs to completion even though nothing reads
+        it, and the claim skips ``sent`` itself because both parts see the same snapshot.
+        ``SKIP LOCKED``: publishers on several hosts share the backlog instead of
+        serializing on its head.
+        """
+        rows = await self._require().fetch(_CLAIM_OUTBOX, owner, float(until), now(), limit_or_none(limit), list(sent))
+        return sorted((sql.outbox_message(r) for r in rows), key=lambda m: m.id or 0)  # RETURNING has no order
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Stamp the confirmed messages as sent; they leave the pending set."""
+        if ids:
+            await self._require().execute(
+                "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", now(), list(ids)
+            )
 
     async def claim_notifications(
         self, owner: str, until: float, limit: int, *, per_target: int, busy: Iterable[tuple[str, str]] = ()

@@ -257,27 +257,6 @@ class SQLiteLedger(extras.SQLiteExtras, SQLiteOperations):
 
         return await self._run(op)
 
-    async def claim_outbox(self, owner: str, until: float, limit: int) -> list[OutboxMessage]:
-        def op(conn: sqlite3.Connection) -> list[OutboxMessage]:
-            rows = conn.execute(
-                f"SELECT {sql.OUTBOX_SELECT} FROM outbox"
-                " WHERE sent_at IS NULL AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
-                " ORDER BY id LIMIT ?",
-                (owner, now(), limit),
-            ).fetchall()
-            conn.executemany(
-                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?", [(owner, until, r[0]) for r in rows]
-            )
-            return [sql.outbox_message(r) for r in rows]
-
-        return await self._run(op)
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        t = now()
-        await self._run(
-            lambda conn: conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, i) for i in ids])
-        )
-
     async def counts(self) -> dict[str, int]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             result = {state.value: 0 for state in JobState}

@@ -1,4 +1,4 @@
-"""The SQLite ledger's notifications and daily budget (schema version 3).
+"""The SQLite ledger's outbox, notifications and daily budget.
 
 Kept apart from :mod:`videoworker.ledger.sqlite`, which owns the writer thread; everything
 here runs on that thread as ordinary calls, so each is one savepoint of a ``BEGIN
@@ -24,11 +24,32 @@ _N = nsql.statements(SQLITE)
 
 
 class SQLiteExtras(Ledger):
-    """Notification and budget calls of :class:`~videoworker.ledger.sqlite.SQLiteLedger`."""
+    """Outbox, notification and budget calls of :class:`~videoworker.ledger.sqlite.SQLiteLedger`."""
 
     @abc.abstractmethod
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread, in its own savepoint."""
+
+    async def claim_outbox(
+        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = ()
+    ) -> list[OutboxMessage]:
+        def op(conn: sqlite3.Connection) -> list[OutboxMessage]:
+            _mark_sent(conn, sent)
+            rows = conn.execute(
+                f"SELECT {sql.OUTBOX_SELECT} FROM outbox"
+                " WHERE sent_at IS NULL AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
+                " ORDER BY id LIMIT ?",
+                (owner, now(), limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?", [(owner, until, r[0]) for r in rows]
+            )
+            return [sql.outbox_message(r) for r in rows]
+
+        return await self._run(op)
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        await self._run(lambda conn: _mark_sent(conn, ids))
 
     async def claim_notifications(
         self, owner: str, until: float, limit: int, *, per_target: int, busy: Iterable[tuple[str, str]] = ()
@@ -77,6 +98,11 @@ class SQLiteExtras(Ledger):
 
 
 # --- what SQLiteLedger's transition and adopt write ----------------------------------------
+def _mark_sent(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    t = now()
+    conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, i) for i in ids])
+
+
 def check_move(conn: sqlite3.Connection, request_id: str, expect: str, owner: str) -> bool:
     """Whether the compare-and-set of a move will succeed: nothing else writes before this transaction ends."""
     return conn.execute(_N.lock_move, (request_id, expect, owner)).fetchone() is not None
