@@ -110,6 +110,8 @@ class SQLiteLedger(extras.SQLiteExtras, SQLiteOperations):
             _wait_for_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
+            # 1 MiB of pages, not 2: the kernel's page cache holds the file as well, and a miss is one pread
+            conn.execute("PRAGMA cache_size=-1024")
         except BaseException:
             conn.close()
             raise
