@@ -163,10 +163,14 @@ async def test_proxy_credentials_go_in_a_header_and_no_proxy_is_honoured(monkeyp
 
 
 @pytest.mark.asyncio
-async def test_https_through_a_proxy_is_a_tunnel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("proxy_scheme", ["http", "https"])
+async def test_https_through_a_proxy_is_a_tunnel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, proxy_scheme: str
+) -> None:
     """HTTPS_PROXY: a CONNECT carrying the proxy's credentials, then TLS end to end (CA from SSL_CERT_FILE).
 
-    The proxy sees the tunnel's target and its own credentials, never the API key.
+    The proxy sees the tunnel's target and its own credentials, never the API key. An
+    ``https://`` proxy is reached over TLS itself, and the provider's TLS runs inside it.
     """
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
@@ -193,10 +197,11 @@ async def test_https_through_a_proxy_is_a_tunnel(monkeypatch: pytest.MonkeyPatch
 
     async with (
         serving(keep_answering, tls=tls) as (provider, base),
-        await asyncio.start_server(connect, "127.0.0.1", 0) as proxy,
+        await asyncio.start_server(connect, "127.0.0.1", 0, ssl=tls if proxy_scheme == "https" else None) as proxy,
     ):
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
-        monkeypatch.setenv("HTTPS_PROXY", f"http://u:pw-secret@127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+        port = proxy.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HTTPS_PROXY", f"{proxy_scheme}://u:pw-secret@127.0.0.1:{port}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         async with OpenRouterClient(base, KEY) as client:
