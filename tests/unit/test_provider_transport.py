@@ -137,6 +137,22 @@ async def test_compressed_answer_is_refused_not_decoded() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_cookie_the_provider_sets_is_not_sent_back() -> None:
+    """The provider's answers are untrusted: a Set-Cookie in one is not carried on the next request."""
+
+    async def sets_cookie(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(200, json.dumps(JOB).encode(), "Set-Cookie: session=steer-me; Path=/"))
+            await writer.drain()
+
+    async with serving(sets_cookie) as (server, base), OpenRouterClient(base, KEY) as client:
+        await client.poll(JOB["id"])
+        await client.poll(JOB["id"])
+    assert len(server.heads) == 2 and all(b"cookie" not in head.lower() for head in server.heads)
+
+
+@pytest.mark.asyncio
 async def test_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP_PROXY is honoured as httpx's own transport did: the request goes to the proxy in absolute form."""
     async with serving(keep_answering) as (proxy, proxy_base):

@@ -63,7 +63,7 @@ from videoworker.provider.models import Download, Job, VideoModel
 from videoworker.provider.origin import OriginBearerAuth, attribution_headers, base_url_of, origin
 from videoworker.provider.scrub import ERROR_TEXT_LIMIT, scrub
 from videoworker.provider.transport import AiohttpTransport
-from videoworker.provider.untrusted import MAX_ANSWER_BYTES, AnswerRefused, ProviderLimits, load_json
+from videoworker.provider.untrusted import MAX_ANSWER_BYTES, AnswerRefused, NoCookies, ProviderLimits, load_json
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class OpenRouterClient:
             headers={**attribution_headers(app_title, app_url), "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
             follow_redirects=False,
+            cookies=NoCookies(),
             transport=transport or AiohttpTransport(max_connections),
         )
 
