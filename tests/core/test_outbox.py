@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from tests.core.conftest import Rig
+from videoworker.core.schedule import Deadline
 from videoworker.ledger.base import OutboxMessage
+from videoworker.ledger.outbox import OutboxRelay
 from videoworker.testing.recorder import until
 
 RigFactory = Callable[..., Awaitable[Rig]]
@@ -115,3 +119,87 @@ async def test_the_relay_loop_survives_failures_and_wakes_on_demand(rig: RigFact
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
+
+
+class DroppingPublisher:
+    """Confirms ``o-0``, then the connection drops: the other publishes fail and ``connected`` turns False."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.reads = 0  # of ``connected``: a loop that never yields reads it without end
+
+    @property
+    def connected(self) -> bool:
+        self.reads += 1
+        if self.reads > 100_000:
+            raise AssertionError("the relay spins on broker.connected")  # fail the test, do not freeze the loop
+        return self.up
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **_: Any) -> None:
+        if not message_id.startswith("o-0:"):
+            self.up = False
+            raise ConnectionError("connection lost mid-batch")
+
+
+async def test_a_broker_lost_mid_batch_leaves_the_relay_waiting_not_spinning(rig: RigFactory) -> None:
+    """Confirms in hand and the broker gone: they are recorded, and the loop waits for the broker.
+
+    Before, the loop saw unrecorded confirms, skipped its wait, skipped the flush (no broker)
+    and went round again without yielding: the event loop, and the reconnect, froze.
+    """
+    r = await rig()
+    publisher = DroppingPublisher()
+    relay = OutboxRelay(r.ledger, publisher, "drop-test", 30.0)  # type: ignore[arg-type]
+    await r.ledger.enqueue(owed(3))
+    loop = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: relay.failures >= 1, 5, "the failed batch")
+
+        async def recorded() -> bool:
+            return await pending(r) == 2  # o-0 recorded as sent; the two unconfirmed stay owed
+
+        await until(recorded, 5, "the confirm recorded without the broker")
+        # a round after the backoff, then one after an idle wait; a spinning loop gives control
+        # back only once it has read ``connected`` 100,000 times
+        await until(lambda: loop.done() or publisher.reads >= 3, 5, "the relay to look at the broker again")
+        assert not loop.done() and publisher.reads < 100
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+class StallingLedger:
+    """The rig's ledger, except that its outbox calls hang once ``stalled`` (PostgreSQL unreachable, a lock)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.stalled = False
+        self.hung = False  # a call is hanging now
+
+    async def claim_outbox(self, *args: Any, **kwargs: Any) -> Any:
+        if self.stalled:
+            self.hung = True
+            await asyncio.Event().wait()
+        return await self.inner.claim_outbox(*args, **kwargs)
+
+    async def mark_sent(self, ids: Any) -> None:
+        if self.stalled:
+            await asyncio.Event().wait()
+        await self.inner.mark_sent(ids)
+
+
+async def test_the_stops_last_pass_is_let_go_at_its_cap_when_the_ledger_hangs(rig: RigFactory) -> None:
+    """``drain`` under the stop's 0.6 s cap returns near the cap; it awaits nothing more once cancelled."""
+    r = await rig()
+    ledger = StallingLedger(r.ledger)
+    relay = OutboxRelay(ledger, r.publisher, "hang-test", 30.0)  # type: ignore[arg-type]
+    await r.ledger.enqueue(owed(2))
+    assert await relay.flush() == 2  # its confirms wait for the next round
+    ledger.stalled = True
+    loop = asyncio.create_task(relay.run())  # the recording round hangs in claim_outbox
+    await until(lambda: ledger.hung, 5, "the recording round to hang")
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    started = time.monotonic()
+    await asyncio.wait_for(Deadline(30).step("last outbox pass", relay.drain(), cap=0.6), 5)
+    assert time.monotonic() - started < 1.5

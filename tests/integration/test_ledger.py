@@ -8,6 +8,7 @@ skipped, with the reason, when that server cannot be reached.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import time
 import uuid
@@ -24,8 +25,10 @@ from videoworker.core.states import IllegalTransition, JobState
 from videoworker.errors import ConfigError
 from videoworker.ledger import SCHEMA_VERSION, open_ledger
 from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
+from videoworker.ledger.outbox import OutboxRelay
 from videoworker.ledger.postgres import PostgresLedger
 from videoworker.ledger.sqlite import SQLiteLedger
+from videoworker.testing.recorder import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -277,6 +280,49 @@ async def test_claim_outbox_records_the_last_rounds_confirms_in_the_same_write(l
     assert (await ledger.counts())["outbox_pending"] == 2
     assert await ledger.claim_outbox("A", time.time() + HOUR, 10, sent=[m.id for m in second if m.id]) == []
     assert (await ledger.counts())["outbox_pending"] == 0
+
+
+async def test_three_relays_share_one_outbox_and_publish_each_row_once(store: Opener) -> None:
+    """Instances whose rounds record and claim in one write still split the backlog: no row twice, none left."""
+
+    class Publisher:
+        connected = True
+
+        def __init__(self) -> None:
+            self.message_ids: list[str] = []
+
+        async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **_: Any) -> None:
+            self.message_ids.append(message_id)
+
+    ledgers = [await store() for _ in range(3)]
+    await ledgers[0].enqueue([msg(f"r{n}", n) for n in range(900)])
+    publishers = [Publisher() for _ in ledgers]
+    relays = [
+        OutboxRelay(led, pub, f"inst-{i}", 30.0) for i, (led, pub) in enumerate(zip(ledgers, publishers, strict=True))
+    ]
+    loops = [asyncio.create_task(relay.run()) for relay in relays]
+
+    async def all_recorded() -> bool:
+        return (await ledgers[0].counts())["outbox_pending"] == 0
+
+    try:
+        await until(all_recorded, 20, "every row published and recorded")
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    published = collections.Counter(m for pub in publishers for m in pub.message_ids)
+    assert len(published) == 900 and max(published.values()) == 1
+
+
+async def test_claim_outbox_records_sent_rows_a_peer_has_taken_since(ledger: Ledger, store: Opener) -> None:
+    """``sent`` ids whose lease ran out and a peer took are still recorded, and not leased back."""
+    peer = await store()
+    await ledger.enqueue([msg("r", n) for n in range(4)])
+    first = await ledger.claim_outbox("A", time.time() - 1, 2)  # a lease that has already run out
+    assert len(await peer.claim_outbox("B", time.time() + HOUR, 10)) == 4
+    assert await ledger.claim_outbox("A", time.time() + HOUR, 10, sent=[m.id for m in first if m.id]) == []
+    assert (await ledger.counts())["outbox_pending"] == 2
 
 
 async def test_claim_outbox_from_two_instances_splits_rows(store: Opener) -> None:

@@ -61,16 +61,19 @@ class OutboxRelay:
         while True:
             self._wake.clear()
             sent = 0
-            if self.broker.connected:
-                try:
+            try:
+                if self.broker.connected:
                     sent = await self.flush()
-                    self.failures = 0
-                except Exception as exc:  # noqa: BLE001 - broker or ledger trouble: back off, keep the rows
-                    self.failures += 1
-                    delay = backoff(self.failures, base=0.5, cap=15)
-                    log.warning("outbox publish failed; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
-                    await asyncio.sleep(delay)
-                    continue
+                else:  # the ledger may be up while the broker is not: record what it already confirmed
+                    await self.settle()
+                self.failures = 0
+            except Exception as exc:  # noqa: BLE001 - broker or ledger trouble: back off, keep the rows
+                self.failures += 1
+                delay = backoff(self.failures, base=0.5, cap=15)
+                log.warning("outbox publish failed; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            # confirms not yet recorded: the next round records them (a flush, or a settle without the broker)
             if sent < _BATCH and not self._confirmed:
                 await wait_or_time_out(self._wake, _IDLE)
 
@@ -90,6 +93,7 @@ class OutboxRelay:
         metrics.EVENTS_PUBLISHED.inc(len(done))
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
+            await self.settle()  # a backoff follows, maybe longer than a lease: record the confirms now
             if not isinstance(failed[0], Exception):  # a publish's CancelledError must not end the relay
                 raise ConnectionError(f"publish interrupted: {failed[0]!r}") from failed[0]
             raise failed[0]
@@ -102,12 +106,14 @@ class OutboxRelay:
             self._confirmed = []
 
     async def drain(self) -> None:
-        """The stop's last pass, once the loop is gone: one more batch if the broker is up, then :meth:`settle`."""
-        try:
-            if self.broker.connected:
-                await self.flush()
-        finally:
-            await self.settle()
+        """The stop's last pass, once the loop is gone: one more batch if the broker is up, then :meth:`settle`.
+
+        Nothing more is awaited once the pass is cancelled (its cap at the stop ran out): a
+        ledger that hangs must not hold the stop.
+        """
+        if self.broker.connected:
+            await self.flush()
+        await self.settle()
 
     async def _publish(self, message: OutboxMessage) -> None:
         try:
