@@ -203,3 +203,34 @@ async def test_the_stops_last_pass_is_let_go_at_its_cap_when_the_ledger_hangs(ri
     started = time.monotonic()
     await asyncio.wait_for(Deadline(30).step("last outbox pass", relay.drain(), cap=0.6), 5)
     assert time.monotonic() - started < 1.5
+
+
+class HeldPublisher:
+    """Confirms every message except ``o-2``, which waits until ``release`` is set (a slow confirm)."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.message_ids: list[str] = []
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **_: Any) -> None:
+        if message_id.startswith("o-2:"):
+            await self.release.wait()
+        self.message_ids.append(message_id)
+
+
+async def test_a_round_cancelled_midway_is_not_published_again_by_the_last_pass(rig: RigFactory) -> None:
+    """The stop cancels the relay mid-batch: the last pass records what was confirmed and sends only the rest."""
+    r = await rig()
+    publisher = HeldPublisher()
+    relay = OutboxRelay(r.ledger, publisher, "stop-test", 30.0)  # type: ignore[arg-type]
+    await r.ledger.enqueue(owed(4))
+    loop = asyncio.create_task(relay.run())
+    await until(lambda: len(publisher.message_ids) == 3, 5, "three of the four confirmed")
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    publisher.release.set()
+    await relay.drain()
+    assert sorted(publisher.message_ids) == [f"o-{i}:submitted" for i in range(4)]  # o-2 once, none twice
+    assert await pending(r) == 0

@@ -86,18 +86,18 @@ class OutboxRelay:
         self._confirmed = []
         if not batch:
             return 0
+        # each publish adds its row to _confirmed as its confirm arrives: a round cancelled midway
+        # (the stop) still knows which rows went out, and the last pass does not send them again
         results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)
-        done = [m.id for m, r in zip(batch, results, strict=True) if r is None and m.id is not None]
         crashpoint("after_publish")
-        self._confirmed = done
-        metrics.EVENTS_PUBLISHED.inc(len(done))
+        done = len(self._confirmed)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             await self.settle()  # a backoff follows, maybe longer than a lease: record the confirms now
             if not isinstance(failed[0], Exception):  # a publish's CancelledError must not end the relay
                 raise ConnectionError(f"publish interrupted: {failed[0]!r}") from failed[0]
             raise failed[0]
-        return len(done)
+        return done
 
     async def settle(self) -> None:
         """Record what the last batch confirmed; at a stop, so a restart does not publish it again."""
@@ -134,3 +134,6 @@ class OutboxRelay:
                 exchange=message.exchange or "(default)",
                 routing_key=message.routing_key,
             )
+        metrics.EVENTS_PUBLISHED.inc()
+        if message.id is not None:
+            self._confirmed.append(message.id)
