@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     max_inflight: int = Field(10_000, gt=0, description="jobs one instance holds at once; intake pauses above it")
     max_concurrent_submits: int = Field(64, gt=0, description="submits in flight at once")
     max_concurrent_polls: int = Field(64, gt=0, description="polls in flight at once")
-    max_concurrent_downloads: int = Field(8, gt=0, description="downloads (and storage steps) in flight at once")
+    max_concurrent_downloads: int = Field(32, gt=0, description="downloads (and storage steps) in flight at once")
     prefetch: int = Field(64, gt=0, description="unacked request deliveries per consumer")
     delivery_limit: int = Field(5, ge=1, description="deliveries before the broker dead-letters a poison message")
     submit_max_attempts: int = Field(8, ge=1, description="retryable submit failures before the job fails")

@@ -232,6 +232,32 @@ async def test_outputs_of_one_job_are_stored_concurrently(
         assert stored_bytes(raw, bucket, f"out/req-1/{index}.mp4") == output.path.read_bytes()
 
 
+async def test_uploads_in_flight_are_bounded_by_max_concurrent_uploads(
+    start_daemon: StartDaemon, make_output: MakeOutput, raw: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many stores the daemon runs at once, at most max_concurrent_uploads hold their bytes."""
+    settings = await start_daemon(prefix="out", max_concurrent_uploads=2)
+    inside, most = 0, 0
+    real_store = s3.store
+
+    async def counting_store(*args: Any) -> bool:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        try:
+            await asyncio.sleep(0.05)  # hold the slot long enough for the other stores to queue behind it
+            return await real_store(*args)
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(s3, "store", counting_store)
+    outputs = [make_output(20_000 + index, index=index) for index in range(6)]
+    stored = await asyncio.gather(*(s3.videoworker_store_output(request(), o, settings) for o in outputs))
+    assert most == 2 and all(stored)
+    for index, output in enumerate(outputs):
+        assert stored_bytes(raw, bucket, f"out/req-1/{index}.mp4") == output.path.read_bytes()
+
+
 async def test_two_daemons_in_one_process_keep_their_own_clients(
     start_daemon: StartDaemon, make_output: MakeOutput, raw: Any, bucket: str
 ) -> None:

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from videoworker import OutputFile, Settings, StorageError, StoredOutput, VideoRequest, delivery_options, hookimpl
 from videoworker_s3 import keys
-from videoworker_s3.client import client_for, close_client, open_client
+from videoworker_s3.client import client_for, close_client, open_client, upload_slots
 from videoworker_s3.errors import storage_error
 from videoworker_s3.settings import NAME, S3Delivery, S3Settings, load_settings
 from videoworker_s3.upload import store
@@ -73,7 +73,8 @@ async def videoworker_store_output(
     options = delivery_options(request.delivery, NAME, S3Delivery)
     key = object_key(config, options, output)
     client = client_for(settings)
-    await store(client, config, output, key)
+    async with upload_slots(settings):  # bounds the plugin's buffers, whatever the daemon's concurrency
+        await store(client, config, output, key)
     bucket = str(config.bucket)
     url = None
     if config.presign_seconds:

@@ -8,6 +8,7 @@ freed, so the id cannot be reused by another daemon's settings.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ class _Open:
     config: S3Settings
     client: S3Client
     stack: AsyncExitStack
+    uploads: asyncio.Semaphore  # max_concurrent_uploads
 
 
 _OPEN: dict[int, _Open] = {}
@@ -71,7 +73,7 @@ async def open_client(settings: Settings, config: S3Settings) -> None:
     except BaseException:
         await stack.aclose()
         raise
-    _OPEN[id(settings)] = _Open(settings, config, client, stack)
+    _OPEN[id(settings)] = _Open(settings, config, client, stack, asyncio.Semaphore(config.max_concurrent_uploads))
 
 
 async def close_client(settings: Settings) -> None:
@@ -84,10 +86,19 @@ async def close_client(settings: Settings) -> None:
 
 def client_for(settings: Settings) -> S3Client:
     """The open client of the daemon these settings belong to (for the store, and for tests and diagnostics)."""
+    return _opened(settings).client
+
+
+def upload_slots(settings: Settings) -> asyncio.Semaphore:
+    """The daemon's ``max_concurrent_uploads`` slots: a store holds one while its bytes are in memory."""
+    return _opened(settings).uploads
+
+
+def _opened(settings: Settings) -> _Open:
     found = _OPEN.get(id(settings))
     if found is None or found.settings is not settings:
         raise StorageError(f"plugin {NAME!r} has no open S3 client: videoworker_startup did not run for these settings")
-    return found.client
+    return found
 
 
 def _client_config(config: S3Settings) -> AioConfig:

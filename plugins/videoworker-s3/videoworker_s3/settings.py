@@ -69,6 +69,10 @@ class S3Settings(BaseModel):
     multipart_threshold: int = Field(64 * MiB, ge=MIN_PART, le=MAX_PUT)
     part_size: int = Field(16 * MiB, ge=MIN_PART, le=MAX_PUT)
     conditional_writes: bool = True
+    #: Uploads in flight at once in this daemon, across all jobs. Each holds one part in memory,
+    #: or the whole file below ``multipart_threshold``: this bounds the plugin's memory, not the
+    #: daemon's download concurrency (``max_concurrent_downloads``).
+    max_concurrent_uploads: int = Field(8, ge=1, le=1024)
 
     @property
     def active(self) -> bool:
