@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -35,6 +36,26 @@ async def test_local_storage_writes_the_file(settings: Settings, tmp_path: Path)
     assert uri_path(stored.location) == target
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
     assert sorted(p.name for p in target.parent.iterdir()) == ["1.mp4"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("sendfile", ["works", "refused", "stops_early"])
+async def test_local_storage_copies_every_byte_however_the_kernel_copy_goes(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendfile: str
+) -> None:
+    """The copy runs in the kernel; where that is refused or stops short, a buffered copy finishes it."""
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    real = os.sendfile
+
+    def limited(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        if sendfile == "refused":
+            raise OSError(errno.EINVAL, "sendfile between these files is not supported")
+        if sendfile == "stops_early" and offset >= 1024 * 1024:
+            return 0
+        return real(out_fd, in_fd, offset, min(count, 1024 * 1024))
+
+    monkeypatch.setattr(local_plugin.os, "sendfile", limited)
+    stored = await local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, data), settings)
+    assert uri_path(stored.location).read_bytes() == data
 
 
 async def test_local_storage_rerun_overwrites(settings: Settings, tmp_path: Path) -> None:

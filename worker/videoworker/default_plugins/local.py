@@ -107,8 +107,20 @@ def _copy(source: Path, dst: int) -> None:
     except OSError as exc:
         _refuse_link(exc, str(source), None, f"download {source}")
         raise
-    with open(src, "rb") as reader, open(dst, "wb", closefd=False) as writer:
-        shutil.copyfileobj(reader, writer, 1024 * 1024)
+    with open(src, "rb") as reader:
+        # in the kernel, without a buffer per copy: up to max_concurrent_downloads run at once
+        offset, size = 0, os.fstat(src).st_size
+        try:
+            while offset < size and (sent := os.sendfile(dst, src, offset, size - offset)):
+                offset += sent
+        except OSError as exc:  # a file system without sendfile between files: copy through a buffer
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+        if offset < size:
+            reader.seek(offset)
+            os.lseek(dst, offset, os.SEEK_SET)
+            with open(dst, "wb", closefd=False) as writer:
+                shutil.copyfileobj(reader, writer, 64 * 1024)
 
 
 def _check_landed(target: Path, folder: int, written: int) -> None:
