@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -729,6 +730,17 @@ class TestRealTransport:
         async with server, OpenRouterClient(base, KEY) as client:
             result = await client.download(JOB_ID, 0, dest, max_bytes=1_000_000)
         assert result.sha256 == hashlib.sha256(MP4).hexdigest() and dest.read_bytes() == MP4
+
+    @pytest.mark.asyncio
+    async def test_a_download_of_several_write_batches_is_stored_whole(self, tmp_path: Path) -> None:
+        """A body written to disk in several batches, with an odd tail, lands byte for byte."""
+        body = MP4[:12] + os.urandom(1_300_001)
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(body)}\r\n\r\n"
+        server, base, _ = await self.serve(head.encode() + body)
+        dest = tmp_path / "video.part"
+        async with server, OpenRouterClient(base, KEY) as client:
+            result = await client.download(JOB_ID, 0, dest, max_bytes=2_000_000)
+        assert result.sha256 == hashlib.sha256(body).hexdigest() and dest.read_bytes() == body
 
     @pytest.mark.asyncio
     async def test_submit_reset_before_answer_is_ambiguous(self) -> None:

@@ -35,7 +35,9 @@ from videoworker.provider.bodies import raw_chunks, refuse_coding
 from videoworker.provider.models import Download
 from videoworker.provider.untrusted import AnswerRefused, video_type
 
-_WRITE_BATCH = 1 << 20  # write to disk in 1 MiB batches so the event loop is never blocked long
+#: Bytes gathered before each write on the loop: few writes, each short. 256 KiB, not 1 MiB: up to
+#: max_concurrent_downloads (32) run at once, so this is 8 MiB in all.
+_WRITE_BATCH = 256 << 10
 _MP4_BRAND = b"ftyp"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
