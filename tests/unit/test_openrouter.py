@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -722,19 +721,14 @@ class TestRealTransport:
         assert f"authorization: Bearer {KEY}".lower().encode() in requests[0].lower()
 
     @pytest.mark.asyncio
-    async def test_real_download(self, tmp_path: Path) -> None:
-        """A complete answer is stored and hashed."""
-        head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(MP4)}\r\n\r\n"
-        server, base, _ = await self.serve(head.encode() + MP4)
-        dest = tmp_path / "video.part"
-        async with server, OpenRouterClient(base, KEY) as client:
-            result = await client.download(JOB_ID, 0, dest, max_bytes=1_000_000)
-        assert result.sha256 == hashlib.sha256(MP4).hexdigest() and dest.read_bytes() == MP4
-
-    @pytest.mark.asyncio
-    async def test_a_download_of_several_write_batches_is_stored_whole(self, tmp_path: Path) -> None:
-        """A body written to disk in several batches, with an odd tail, lands byte for byte."""
-        body = MP4[:12] + os.urandom(1_300_001)
+    @pytest.mark.parametrize(
+        "body",
+        # the second is written to disk in several batches, with an odd tail
+        [MP4, MP4[:12] + bytes(range(251)) * 5180],
+        ids=["small", "several-write-batches"],
+    )
+    async def test_real_download(self, tmp_path: Path, body: bytes) -> None:
+        """A complete answer is stored byte for byte and hashed."""
         head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(body)}\r\n\r\n"
         server, base, _ = await self.serve(head.encode() + body)
         dest = tmp_path / "video.part"
