@@ -1,14 +1,16 @@
-"""Small builders shared by tests: a parsed request and a downloaded output file."""
+"""Small builders shared by tests: a parsed request, a downloaded output file, an in-memory broker."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from videoworker import OutputFile, VideoRequest
 from videoworker.contract.request import parse_request
+from videoworker.errors import Unroutable
 
 
 def make_request(request_id: str = "req-1", **fields: Any) -> VideoRequest:
@@ -29,3 +31,34 @@ def make_output(tmp_path: Path, data: bytes, request_id: str = "req-1", index: i
     src = tmp_path / f"download-{request_id}-{index}-{len(data)}.part"
     src.write_bytes(data)
     return OutputFile(request_id, index, src, len(data), hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class Published:
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    correlation_id: str | None
+
+
+@dataclass
+class MemoryPublisher:
+    """Stands in for the broker: records confirmed publishes; can refuse some or fail all."""
+
+    connected: bool = True
+    messages: list[Published] = field(default_factory=list)
+    unroutable: set[str] = field(default_factory=set)  # routing keys with no queue
+    failure: Exception | None = None  # raised by every publish while set
+
+    async def publish(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, correlation_id: str | None = None
+    ) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if routing_key in self.unroutable:
+            raise Unroutable(f"no queue for {routing_key}")
+        self.messages.append(Published(exchange, routing_key, body, message_id, correlation_id))
+
+    def keys(self, request_id: str) -> list[str]:
+        return [m.routing_key for m in self.messages if m.message_id.startswith(f"{request_id}:")]

@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import make_request
+from tests.helpers import MemoryPublisher, make_request
 from videoworker.config import Settings, load_settings
 from videoworker.core.engine import Engine
 from videoworker.core.intake import Intake
 from videoworker.core.jobs import Job
 from videoworker.core.notifier import Notifier
 from videoworker.core.states import JobState
-from videoworker.errors import Unroutable
 from videoworker.ledger.base import JobRecord, ReplyTarget
 from videoworker.ledger.outbox import OutboxRelay
 from videoworker.ledger.sqlite import SQLiteLedger
@@ -33,37 +32,6 @@ from videoworker.provider.catalogue import CatalogueCache
 from videoworker.provider.client import OpenRouterClient
 from videoworker.testing.recorder import until
 from videoworker_devtools.simulator import SimConfig, SimulatorThread
-
-
-@dataclass
-class Published:
-    exchange: str
-    routing_key: str
-    body: bytes
-    message_id: str
-    correlation_id: str | None
-
-
-@dataclass
-class MemoryPublisher:
-    """Stands in for the broker: records confirmed publishes; can refuse some or fail all."""
-
-    connected: bool = True
-    messages: list[Published] = field(default_factory=list)
-    unroutable: set[str] = field(default_factory=set)  # routing keys with no queue
-    failure: Exception | None = None  # raised by every publish while set
-
-    async def publish(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, correlation_id: str | None = None
-    ) -> None:
-        if self.failure is not None:
-            raise self.failure
-        if routing_key in self.unroutable:
-            raise Unroutable(f"no queue for {routing_key}")
-        self.messages.append(Published(exchange, routing_key, body, message_id, correlation_id))
-
-    def keys(self, request_id: str) -> list[str]:
-        return [m.routing_key for m in self.messages if m.message_id.startswith(f"{request_id}:")]
 
 
 @dataclass

@@ -20,6 +20,7 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import pytest_asyncio
 
+from tests.helpers import MemoryPublisher
 from videoworker import metrics
 from videoworker.core.states import IllegalTransition, JobState
 from videoworker.errors import ConfigError
@@ -284,19 +285,9 @@ async def test_claim_outbox_records_the_last_rounds_confirms_in_the_same_write(l
 
 async def test_three_relays_share_one_outbox_and_publish_each_row_once(store: Opener) -> None:
     """Instances whose rounds record and claim in one write still split the backlog: no row twice, none left."""
-
-    class Publisher:
-        connected = True
-
-        def __init__(self) -> None:
-            self.message_ids: list[str] = []
-
-        async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **_: Any) -> None:
-            self.message_ids.append(message_id)
-
     ledgers = [await store() for _ in range(3)]
     await ledgers[0].enqueue([msg(f"r{n}", n) for n in range(900)])
-    publishers = [Publisher() for _ in ledgers]
+    publishers = [MemoryPublisher() for _ in ledgers]
     relays = [
         OutboxRelay(led, pub, f"inst-{i}", 30.0) for i, (led, pub) in enumerate(zip(ledgers, publishers, strict=True))
     ]
@@ -311,7 +302,7 @@ async def test_three_relays_share_one_outbox_and_publish_each_row_once(store: Op
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-    published = collections.Counter(m for pub in publishers for m in pub.message_ids)
+    published = collections.Counter(m.message_id for pub in publishers for m in pub.messages)
     assert len(published) == 900 and max(published.values()) == 1
 
 
