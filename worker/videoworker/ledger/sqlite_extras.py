@@ -97,12 +97,12 @@ class SQLiteExtras(Ledger):
         return (0.0, 0.0) if row is None else (float(row[0]), float(row[1]))
 
 
-# --- what SQLiteLedger's transition and adopt write ----------------------------------------
 def _mark_sent(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
     t = now()
     conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, i) for i in ids])
 
 
+# --- what SQLiteLedger's transition and adopt write ----------------------------------------
 def check_move(conn: sqlite3.Connection, request_id: str, expect: str, owner: str) -> bool:
     """Whether the compare-and-set of a move will succeed: nothing else writes before this transaction ends."""
     return conn.execute(_N.lock_move, (request_id, expect, owner)).fetchone() is not None
