@@ -176,19 +176,23 @@ async def _retention(settings: Any, jobs: int) -> dict[str, float]:
     return sizes
 
 
-async def _daemon(
-    base: str, data_dir: Path, jobs: int, poll: tuple[float, float], callbacks: bool
-) -> tuple[dict[str, Any], Any]:
-    """One daemon run in this process: publish ``jobs`` requests at once, wait for every reply."""
+SIGNING_SECRET = "bench-signing-secret"
+
+
+async def _daemon(base: str, data_dir: Path, jobs: int, poll: tuple[float, float], callbacks: bool) -> dict[str, Any]:
+    """One daemon run in this process: publish ``jobs`` requests at once, wait for every reply.
+
+    Only the daemon, the publisher and the reply consumer run here, as in the floor's
+    process; the simulator's control calls are the parent's (see :func:`_daemon_process`).
+    """
     push: dict[str, Any] = {}
     if callbacks:
-        secret, callback_port = "bench-signing-secret", free_port()
+        callback_port = free_port()
         push = {
             "callback_public_url": f"http://127.0.0.1:{callback_port}/cb",
             "callback_port": callback_port,
-            "openrouter_webhook_secret": secret,
+            "openrouter_webhook_secret": SIGNING_SECRET,
         }
-    sim_admin(base, "config", {"callback_secret": "bench-signing-secret" if callbacks else None})
     suffix = uuid.uuid4().hex[:6]
     settings = load_settings(
         None,
@@ -236,30 +240,24 @@ async def _daemon(
     cpu_s = _cpu_seconds() - cpu_before
     daemon.request_stop("bench done")
     await task
-    # before the simulator's record is fetched: parsing it is the bench's work, not the daemon's
     peak_rss = peak_rss_mib()
-    stats = sim_admin(base, "stats")
-    sim_admin(base, "reset")
     await channel.queue_delete(settings.request_queue)
     await channel.queue_delete(settings.dead_letter_queue)
     await channel.exchange_delete(settings.events_exchange)
     await connection.close()
     return {
-        **_figures(stats, f"bench{suffix} ", started_unix, cpu_s, jobs, arrived),
+        "prefix": f"bench{suffix} ",
+        "started_unix": started_unix,
+        "cpu_s": cpu_s,
+        "arrived": arrived,
         "end_to_end_s": round(total_s, 2),
         "completed": sum(1 for s in statuses.values() if s == "completed"),
         "publish_s": round(publish_s, 2),
         "jobs_per_s": round(jobs / total_s, 1),
         "peak_inflight": peak,
-        "submits": stats["submits"],
         "peak_rss_mib": round(peak_rss, 1),
         "rss_at_start_mib": round(rss_at_start, 1),
-        **(
-            {"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]}
-            if callbacks
-            else {}
-        ),
-    }, settings
+    }
 
 
 async def run(
@@ -305,11 +303,30 @@ async def run(
 
 
 def _daemon_process(mode: str, base: str, data_dir: Path, jobs: int, poll: tuple[float, float]) -> dict[str, Any]:
-    """One daemon run (see :func:`_daemon`) in a fresh ``python bench/throughput.py --child`` process."""
+    """One daemon run (see :func:`_daemon`) in a fresh ``python bench/throughput.py --child`` process.
+
+    The simulator is configured before the child starts and read after it ends, here, so
+    the child's memory and CPU hold the same work as the floor's process and nothing more.
+    """
+    callbacks = mode == "callbacks"
+    sim_admin(base, "config", {"callback_secret": SIGNING_SECRET if callbacks else None})
     command = [sys.executable, __file__, "--child", mode, "--base", base, "--data-dir", str(data_dir)]
     command += ["--jobs", str(jobs), "--poll", *map(str, poll)]
     run = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=max(600, jobs))
-    return dict(json.loads(run.stdout))
+    got = json.loads(run.stdout)
+    stats = sim_admin(base, "stats")
+    sim_admin(base, "reset")
+    prefix, started_unix, cpu_s, arrived = (got.pop(k) for k in ("prefix", "started_unix", "cpu_s", "arrived"))
+    return {
+        **_figures(stats, prefix, started_unix, cpu_s, jobs, arrived),
+        **got,
+        "submits": stats["submits"],
+        **(
+            {"callbacks_sent": stats["callbacks_sent"], "callbacks_failed": stats["callbacks_failed"]}
+            if callbacks
+            else {}
+        ),
+    }
 
 
 def main() -> None:
@@ -331,9 +348,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one daemon run, for the parent process
-        figures, _ = asyncio.run(
-            _daemon(args.base, args.data_dir, args.jobs, tuple(args.poll), args.child == "callbacks")
-        )
+        figures = asyncio.run(_daemon(args.base, args.data_dir, args.jobs, tuple(args.poll), args.child == "callbacks"))
         print(json.dumps(figures))
         return
     result = asyncio.run(
