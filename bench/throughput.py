@@ -26,31 +26,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-
-import aio_pika
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.memory import peak_rss_mib, rss_mib  # noqa: E402
-from bench.publisher import publish_requests  # noqa: E402
 from bench.simulator import sim_admin, start_simulator  # noqa: E402
 from videoworker.config import load_settings  # noqa: E402
 from videoworker.core.retention import Pruner  # noqa: E402
 from videoworker.ledger import open_ledger  # noqa: E402
 from videoworker.logs import configure_logging  # noqa: E402
-from videoworker.runtime import Daemon  # noqa: E402
-from videoworker_devtools.ports import free_port  # noqa: E402
 from videoworker_devtools.rabbit import ensure_rabbitmq  # noqa: E402
 
 
@@ -123,12 +115,6 @@ def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
     return {**figures, **{k: got[k] for k in kept}}
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds of this process (the daemon and the bench's own publisher and reply consumer)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _bytes_in_use(path: Path) -> int:
     """The SQLite ledger's live pages (a deleted row's page is reused, not returned, until VACUUM)."""
     import sqlite3
@@ -155,6 +141,7 @@ def _vacuumed(path: Path) -> int:
 
 async def _retention(settings: Any, jobs: int) -> dict[str, float]:
     """Ledger KiB per 1,000 finished jobs: as the run left it, trimmed, then forgotten."""
+    configure_logging("warning")  # to stderr: stdout carries the one JSON line
     path = settings.data_dir / "ledger.sqlite3"
     per_k = 1000 / jobs / 1024
     sizes = {"ledger_kib_per_1000_jobs": round(_bytes_in_use(path) * per_k, 1)}
@@ -176,88 +163,7 @@ async def _retention(settings: Any, jobs: int) -> dict[str, float]:
     return sizes
 
 
-SIGNING_SECRET = "bench-signing-secret"
-
-
-async def _daemon(base: str, data_dir: Path, jobs: int, poll: tuple[float, float], callbacks: bool) -> dict[str, Any]:
-    """One daemon run in this process: publish ``jobs`` requests at once, wait for every reply.
-
-    Only the daemon, the publisher and the reply consumer run here, as in the floor's
-    process; the simulator's control calls are the parent's (see :func:`_daemon_process`).
-    """
-    push: dict[str, Any] = {}
-    if callbacks:
-        callback_port = free_port()
-        push = {
-            "callback_public_url": f"http://127.0.0.1:{callback_port}/cb",
-            "callback_port": callback_port,
-            "openrouter_webhook_secret": SIGNING_SECRET,
-        }
-    suffix = uuid.uuid4().hex[:6]
-    settings = load_settings(
-        None,
-        openrouter_api_key="sim-key",
-        openrouter_base_url=base,
-        data_dir=data_dir,
-        request_queue=f"bench.{suffix}",
-        events_exchange=f"bench.{suffix}.events",
-        poll_interval=poll[0],
-        poll_max_interval=poll[1],
-        max_inflight=max(jobs, 10),
-        log_level="warning",
-        log_format="json",
-        # plugins installed in this environment for their tests, not used here: not loaded (as in production)
-        disabled_plugins=[p.name for p in entry_points(group="videoworker") if not p.value.startswith("videoworker.")],
-        **push,
-    )
-    configure_logging(settings.log_level, settings.log_format)
-    daemon = Daemon(settings)
-    task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
-    connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
-    channel = await connection.channel()
-    replies = await channel.declare_queue(exclusive=True)
-    done = asyncio.Event()
-    arrived: dict[str, float] = {}
-    statuses: dict[str, str] = {}
-    peak = 0
-
-    async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        event = json.loads(message.body)
-        arrived[event["id"]], statuses[event["id"]] = time.time(), event["status"]
-        await message.ack()
-        if len(arrived) >= jobs:
-            done.set()
-
-    await replies.consume(on_reply)
-    started, started_unix, cpu_before = time.perf_counter(), time.time(), _cpu_seconds()
-    rss_at_start = rss_mib()
-    publish_s = await publish_requests(channel, settings.request_queue, jobs, f"bench{suffix}", replies.name)
-    while not done.is_set():
-        peak = max(peak, daemon.engine.load)
-        await asyncio.sleep(0.2)
-    total_s = time.perf_counter() - started
-    cpu_s = _cpu_seconds() - cpu_before
-    daemon.request_stop("bench done")
-    await task
-    peak_rss = peak_rss_mib()
-    await channel.queue_delete(settings.request_queue)
-    await channel.queue_delete(settings.dead_letter_queue)
-    await channel.exchange_delete(settings.events_exchange)
-    await connection.close()
-    return {
-        "prefix": f"bench{suffix} ",
-        "started_unix": started_unix,
-        "cpu_s": cpu_s,
-        "arrived": arrived,
-        "end_to_end_s": round(total_s, 2),
-        "completed": sum(1 for s in statuses.values() if s == "completed"),
-        "publish_s": round(publish_s, 2),
-        "jobs_per_s": round(jobs / total_s, 1),
-        "peak_inflight": peak,
-        "peak_rss_mib": round(peak_rss, 1),
-        "rss_at_start_mib": round(rss_at_start, 1),
-    }
+SIGNING_SECRET = "bench-signing-secret"  # bench/daemon_run.py signs with the same
 
 
 async def run(
@@ -303,15 +209,15 @@ async def run(
 
 
 def _daemon_process(mode: str, base: str, data_dir: Path, jobs: int, poll: tuple[float, float]) -> dict[str, Any]:
-    """One daemon run (see :func:`_daemon`) in a fresh ``python bench/throughput.py --child`` process.
+    """One daemon run in a fresh ``python bench/daemon_run.py`` process.
 
     The simulator is configured before the child starts and read after it ends, here, so
     the child's memory and CPU hold the same work as the floor's process and nothing more.
     """
     callbacks = mode == "callbacks"
     sim_admin(base, "config", {"callback_secret": SIGNING_SECRET if callbacks else None})
-    command = [sys.executable, __file__, "--child", mode, "--base", base, "--data-dir", str(data_dir)]
-    command += ["--jobs", str(jobs), "--poll", *map(str, poll)]
+    command = [sys.executable, str(ROOT / "bench" / "daemon_run.py"), mode, base, str(data_dir), str(jobs)]
+    command += map(str, poll)
     run = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=max(600, jobs))
     got = json.loads(run.stdout)
     stats = sim_admin(base, "stats")
@@ -343,14 +249,7 @@ def main() -> None:
     )
     parser.add_argument("--retention", action="store_true", help="also measure the ledger before and after pruning")
     parser.add_argument("--floor", action="store_true", help="first run the bare loop (bench/bare_loop.py); add ratios")
-    parser.add_argument("--child", choices=("polling", "callbacks"), help=argparse.SUPPRESS)
-    parser.add_argument("--base", help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:  # one daemon run, for the parent process
-        figures = asyncio.run(_daemon(args.base, args.data_dir, args.jobs, tuple(args.poll), args.child == "callbacks"))
-        print(json.dumps(figures))
-        return
     result = asyncio.run(
         run(args.jobs, tuple(args.job_seconds), tuple(args.poll), args.modes, args.retention, args.floor)  # type: ignore[arg-type]
     )
