@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,13 @@ class MemoryPublisher:
 
     def keys(self, request_id: str) -> list[str]:
         return [m.routing_key for m in self.messages if m.message_id.startswith(f"{request_id}:")]
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> float:
+    """Read until the server closes the connection (end of stream or reset); return when it did."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionError:
+        pass
+    return time.monotonic()

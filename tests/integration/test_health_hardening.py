@@ -18,11 +18,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from tests.helpers import closed_by_server
 from videoworker.config import load_settings
-from videoworker.health import HealthSite, Readiness, serve_health
+from videoworker.health import Readiness, serve_health
 from videoworker.runtime import Daemon
+from videoworker.serving import GuardedServer
 from videoworker.testing.recorder import until
 
 CAP = 64
@@ -31,7 +32,7 @@ SLOWLORIS_TIMEOUT = 2.0  # long enough to open all attackers and probe while the
 TIMEOUT = 0.5
 MARGIN = 1.0  # scheduling slack on a busy test machine, s
 
-Serve = Callable[..., Awaitable[tuple[HealthSite, int]]]
+Serve = Callable[..., Awaitable[tuple[GuardedServer, int]]]
 
 
 async def always_ready() -> dict[str, Any]:
@@ -41,18 +42,17 @@ async def always_ready() -> dict[str, Any]:
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """``site, port = await serve(readiness, max_connections=…, request_timeout=…)`` on 127.0.0.1:0."""
-    runners: list[web.AppRunner] = []
+    servers: list[GuardedServer] = []
 
-    async def start(readiness: Readiness = always_ready, **options: Any) -> tuple[HealthSite, int]:
-        runner, port = await serve_health(readiness, 0, **options)
-        runners.append(runner)
-        (site,) = runner.sites
-        assert isinstance(site, HealthSite)
-        return site, port
+    async def start(readiness: Readiness = always_ready, **options: Any) -> tuple[GuardedServer, int]:
+        server = await serve_health(readiness, 0, **options)
+        servers.append(server)
+        assert server.port is not None
+        return server, server.port
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    for server in servers:
+        await server.close()
 
 
 def process_fds() -> int:
@@ -84,20 +84,10 @@ def server_side_fds(port: int) -> int:
     return len(held)
 
 
-async def closed_by_server(reader: asyncio.StreamReader) -> float:
-    """Read until the server closes the connection (end of stream or reset); return when it did."""
-    try:
-        while await reader.read(65536):
-            pass
-    except ConnectionError:
-        pass
-    return time.monotonic()
-
-
 class Sampler:
     """Samples both counts of held connections every few milliseconds and keeps the highest."""
 
-    def __init__(self, site: HealthSite, port: int) -> None:
+    def __init__(self, site: GuardedServer, port: int) -> None:
         self.site, self.port = site, port
         self.max_guard = self.max_kernel = 0
         self.task = asyncio.create_task(self._run())

@@ -169,7 +169,8 @@ REPLIES_REFUSED = Counter(
 )
 CALLBACKS = Counter(
     "videoworker_callbacks_total",
-    "OpenRouter callbacks received, by outcome (accepted, repeat, bad_signature, malformed, too_large, unknown)",
+    "OpenRouter callbacks received, by outcome"
+    " (accepted, repeat, bad_signature, malformed, too_large, too_slow, unknown)",
     ["outcome"],
 )
 HINTS = Counter(

@@ -17,7 +17,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from videoworker.amqp.broker import Broker
 from videoworker.amqp.consumer import Consumer
@@ -41,6 +40,7 @@ from videoworker.plugins.manager import describe_plugins, make_plugin_manager
 from videoworker.provider.catalogue import CatalogueCache
 from videoworker.provider.client import OpenRouterClient
 from videoworker.provider.untrusted import ProviderLimits
+from videoworker.serving import GuardedServer
 from videoworker.systemd import ServiceManager
 
 log = structlog.get_logger("videoworker.runtime")
@@ -118,7 +118,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
         self.health_port: int | None = None
-        self._health: web.AppRunner | None = None
+        self._health: GuardedServer | None = None
 
     @property
     def paused(self) -> bool:
@@ -211,9 +211,10 @@ class Daemon:
         s = self.settings
         await self.ledger.open()
         if s.health_port is not None:
-            self._health, self.health_port = await serve_health(
+            self._health = await serve_health(
                 self.readiness, s.health_port, s.health_host, max_connections=s.health_max_connections
             )
+            self.health_port = self._health.port
             log.info("health endpoints up", port=self.health_port)
         self.engine.start()
         await self.leases.adopt(at_start=True)
@@ -263,7 +264,7 @@ class Daemon:
             log.info("leases released", jobs=released)
         await stop.step("close the broker connection", self.broker.close(), cap=0.3)
         if self._health is not None:
-            await stop.step("stop the health server", self._health.cleanup(), cap=0.2)
+            await stop.step("stop the health server", self._health.close(), cap=0.2)
         await stop.step("plugins' shutdown", self.hooks.shutdown(), cap=0.5)
         await stop.step("close the HTTP client", self.client.aclose(), cap=0.2)
         await stop.step("close the ledger", self.ledger.close(), cap=0.5)

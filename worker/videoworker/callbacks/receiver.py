@@ -7,7 +7,8 @@ answers 204 before anything else happens: the hint goes to ``on_hint``, which mu
 block. A refused delivery gets a 4xx with a one-line reason and a log line, never more.
 
 The port faces OpenRouter, so it is guarded like the health port: a capped number of
-connections, each with a deadline to send its request.
+connections, each with a deadline to send its request head, and the body its own
+deadline, the same length, once the head is in.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response, StreamResponse, json_response
 
 from videoworker import metrics
 from videoworker.callbacks.signature import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, BadSignature, verify
 from videoworker.contract.request import ID_PATTERN
-from videoworker.health import REQUEST_TIMEOUT, ConnectionGuard, HealthSite
+from videoworker.serving import REQUEST_TIMEOUT, BodyTooLarge, ConnectionGuard, GuardedServer, read_body
 
 log = structlog.get_logger("videoworker.callbacks")
 
@@ -60,8 +62,8 @@ class CallbackReceiver:
         self.on_hint = on_hint
         self.secret = secret
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._guard = ConnectionGuard(max_connections, request_timeout)
-        self._runner: web.AppRunner | None = None
+        self._request_timeout = request_timeout
+        self._server = GuardedServer(self._deliver, max_connections=max_connections, request_timeout=request_timeout)
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -72,51 +74,51 @@ class CallbackReceiver:
                 "They can only cause polls, never a wrong result; set the secret to refuse them",
                 alert="callbacks_unsigned",
             )
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard.middleware])
-        app.router.add_post("/{path:.*}", self._deliver)
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=REQUEST_TIMEOUT)
-        await self._runner.setup()
-        site = HealthSite(self._runner, host, port, self._guard)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self.port = site.port
+        self.port = await self._server.start(host, port)
         log.info("callback receiver listening", host=host, port=self.port, signed=self.secret is not None)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.close()
 
-    async def _deliver(self, request: web.Request) -> web.Response:
+    @property
+    def guard(self) -> ConnectionGuard:
+        """The port's connection guard: how many connections it holds, and why it cut some."""
+        return self._server.guard
+
+    async def _deliver(self, request: BaseRequest) -> StreamResponse:
+        if request.method != "POST":
+            return Response(status=405, text="405: Method Not Allowed", headers={"Allow": "POST"})
         try:
             hint, key = await self._read(request)
         except _Refused as refused:
             metrics.CALLBACKS.labels(outcome=refused.outcome).inc()
             log.warning("callback refused", reason=refused.reason, status=refused.status)
-            return web.json_response({"error": refused.reason}, status=refused.status)
+            answer = json_response({"error": refused.reason}, status=refused.status)
+            if refused.status in (408, 413):
+                answer.force_close()  # the rest of the body is not worth reading
+            return answer
         if key in self._seen:
             metrics.CALLBACKS.labels(outcome="repeat").inc()
-            return web.Response(status=204)
+            return Response(status=204)
         self._seen[key] = None
         if len(self._seen) > SEEN_KEYS:
             self._seen.popitem(last=False)
         metrics.CALLBACKS.labels(outcome="accepted").inc()
         self.on_hint(hint)
-        return web.Response(status=204)
+        return Response(status=204)
 
-    async def _read(self, request: web.Request) -> tuple[Hint, str]:
+    async def _read(self, request: BaseRequest) -> tuple[Hint, str]:
         """The hint and its idempotency key, or :class:`_Refused` saying why not."""
-        request_id = request.match_info["path"].rstrip("/").rpartition("/")[2]
+        request_id = request.path.rstrip("/").rpartition("/")[2]
         if not _ID.fullmatch(request_id) or not request_id.strip("."):
             raise _Refused(404, "unknown", "no request id at the end of the path")
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            body = await read_body(request, MAX_BODY, self._request_timeout)
+        except BodyTooLarge:
             raise _Refused(413, "too_large", f"body over {MAX_BODY} bytes") from None
+        except TimeoutError:
+            raise _Refused(408, "too_slow", f"body not sent within {self._request_timeout:g} s") from None
         if self.secret is not None:
             try:
                 verify(self.secret, body, request.headers.get(SIGNATURE_HEADER))
