@@ -41,12 +41,18 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 async def videoworker_store_output(request: VideoRequest, output: OutputFile, settings: Settings) -> StoredOutput:
     """Copy the output into place atomically and return its ``file://`` URI."""
     configured = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos")
-    root = configured.parent.resolve() / configured.name
     if output.request_id in ("", ".", "..") or os.sep in output.request_id:
-        raise StorageError(f"request id {output.request_id!r} does not name a directory under {root}")
-    target = root / output.request_id / f"{output.index}.mp4"
-    await asyncio.to_thread(_place, output.path, target, int(settings.file_mode, 8))
+        raise StorageError(f"request id {output.request_id!r} does not name a directory under {configured}")
+    # resolving walks the path with a system call per part: in the thread, with the copy
+    target = await asyncio.to_thread(_store, output, configured, int(settings.file_mode, 8))
     return StoredOutput(NAME, target.as_uri())
+
+
+def _store(output: OutputFile, configured: Path, mode: int) -> Path:
+    """Place ``output`` under ``configured`` (its parent resolved, so the URI is absolute); return where."""
+    target = configured.parent.resolve() / configured.name / output.request_id / f"{output.index}.mp4"
+    _place(output.path, target, mode)
+    return target
 
 
 def _place(source: Path, target: Path, mode: int) -> None:
