@@ -266,3 +266,24 @@ async def test_readyz_names_the_instance_only_when_asked(serve: Serve, tmp_path:
     else:
         assert set(report) == expected  # every value a bool or a count: nothing names the host
         assert settings.instance_id not in body and socket.gethostname() in settings.instance_id
+
+
+# --- what the port answers ---------------------------------------------------------------
+
+
+async def test_the_three_paths_answer_get_and_head_and_nothing_else(serve: Serve) -> None:
+    _, port = await serve()
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as answer:
+            assert answer.status == 200 and await answer.json() == {"alive": True}
+        async with http.get(f"{base}/metrics") as answer:
+            assert answer.status == 200 and answer.content_type == "text/plain"
+            assert "videoworker_callbacks_total" in await answer.text()
+        async with http.head(f"{base}/readyz") as answer:
+            assert answer.status == 200 and await answer.read() == b""
+        async with http.post(f"{base}/readyz", data=b"x") as answer:
+            assert answer.status == 405 and answer.headers["Allow"] == "GET, HEAD"
+        for path in ("/", "/healthz/", "/readyz?x=1/../metrics", "/nothing"):
+            async with http.get(f"{base}{path}") as answer:
+                assert answer.status == (200 if path.startswith("/readyz?") else 404), path
