@@ -4,7 +4,9 @@ retries and timeouts end as they should, and a job another instance takes is let
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,7 +50,8 @@ async def test_a_job_runs_to_its_final_event(rig: RigFactory) -> None:
     assert await outbox(r, "e-ok") == ["video.submitted", "video.in_progress", "video.completed", "reply-q"]
     reply = next(m for m in r.publisher.messages if m.routing_key == "reply-q")
     assert reply.correlation_id == "corr-1" and json.loads(reply.body) == row.data["final"]
-    assert not (r.settings.data_dir / "tmp" / "e-ok").exists()  # the job's downloads went with it
+    folder = r.settings.data_dir / "tmp" / "e-ok"
+    await until(lambda: not folder.exists(), 5, "the job's downloads to go with it")
     assert r.sim.stats()["submits"] == 1
 
 
@@ -192,8 +195,43 @@ async def test_finishing_a_job_leaves_a_neighbours_downloads_alone(rig: RigFacto
     await until(neighbour.exists, 10, "order.1 to be downloaded (and held in storage)")
     await accept(r, "order")
     assert (await r.final("order")).state is JobState.DONE
+    folder = r.settings.data_dir / "tmp" / "order"
+    await until(lambda: not folder.exists() and r.engine.jobs.get("order") is None, 5, "order's folder gone")
     assert neighbour.exists(), "finishing `order` deleted the downloads of `order.1`"
-    assert not (r.settings.data_dir / "tmp" / "order").exists()
+
+
+async def test_a_finished_jobs_files_are_removed_off_the_event_loop(rig: RigFactory) -> None:
+    """Unlinking a real video frees its blocks, which takes a while: the loop keeps turning meanwhile,
+    and the job is let go only once its folder is gone."""
+    r = await rig()
+    clear = r.engine.ctx.workdir.clear
+    removing = threading.Event()
+
+    def slow_clear(request_id: str) -> None:
+        removing.set()
+        time.sleep(0.5)  # a blocking call, as an unlink of a large file is
+        clear(request_id)
+
+    r.engine.ctx.workdir.clear = slow_clear  # type: ignore[method-assign]
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await accept(r, "e-slow-clear")
+        await until(removing.is_set, 10, "the job to finish and its files to be removed")
+        assert r.engine.jobs.get("e-slow-clear") is not None, "let go before its folder was gone"
+        await until(lambda: r.engine.jobs.get("e-slow-clear") is None, 5, "the job let go after the removal")
+    finally:
+        ticker.cancel()
+    assert not (r.settings.data_dir / "tmp" / "e-slow-clear").exists()
+    assert max(gaps) < 0.3, f"the event loop stood still for {max(gaps):.2f} s"
 
 
 async def test_a_submitting_record_that_landed_unseen_is_resolved_never_sent(rig: RigFactory) -> None:

@@ -203,7 +203,7 @@ class Engine:
             if await self._record(job, move):
                 metrics.SUBMITS_RECONCILED.inc()
                 log.warning("reconciled an unknown submit from its callback", request_id=job.id, job_id=job_id)
-                self._moved(job, move)
+                await self._moved(job, move)
         except Exception:
             log.exception("could not reconcile an unknown submit; its timer still runs", request_id=job.id)
         finally:
@@ -260,7 +260,7 @@ class Engine:
         elif isinstance(outcome, Release):
             await self._resync(job)
         elif await self._record(job, outcome):
-            self._moved(job, outcome)
+            await self._moved(job, outcome)
 
     async def _record(self, job: Job, move: Move) -> bool:
         """Record a move. The answer to a POST exists only in memory, so its record is retried until it lands."""
@@ -289,7 +289,7 @@ class Engine:
         job.moved()
         self._schedule(step, job.id, 0)
 
-    def _moved(self, job: Job, move: Move) -> None:
+    async def _moved(self, job: Job, move: Move) -> None:
         job.moved()
         if move.to is JobState.SUBMITTED:
             structlog.contextvars.bind_contextvars(job_id=job.record.job_id)
@@ -304,7 +304,9 @@ class Engine:
             log.warning("job failed", code=code, reason=move.error["message"])
         metrics.JOBS_FINISHED.labels(model=job.request.model, status=status, code=code).inc()
         log.info("job finished", status=status, code=code or None)
-        self.ctx.workdir.clear(job.id)
+        # unlinking a downloaded video frees its blocks: in a thread, not on the event loop, and
+        # before the job is let go, so nothing can download into its folder while it goes
+        await asyncio.to_thread(self.ctx.workdir.clear, job.id)
         self.jobs.drop(job.id)
 
 
