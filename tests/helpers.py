@@ -54,7 +54,14 @@ class MemoryPublisher:
     failure: Exception | None = None  # raised by every publish while set
 
     async def publish(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, correlation_id: str | None = None
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        correlation_id: str | None = None,
+        order_key: str | None = None,
     ) -> None:
         if self.failure is not None:
             raise self.failure

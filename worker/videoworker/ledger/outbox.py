@@ -37,9 +37,19 @@ class Publisher(Protocol):
     def connected(self) -> bool: ...
 
     async def publish(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, correlation_id: str | None = None
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        correlation_id: str | None = None,
+        order_key: str | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm; raise :class:`Unroutable` when it returns the message."""
+        """Publish and wait for the broker's confirm; raise :class:`Unroutable` when it returns the message.
+
+        Publishes with the same ``order_key`` must go out in the order they are made.
+        """
 
 
 class OutboxRelay:
@@ -123,6 +133,7 @@ class OutboxRelay:
                 message.body,
                 message_id=message.message_id,
                 correlation_id=message.correlation_id,
+                order_key=message.request_id,  # one job's events in order; jobs spread over the lanes
             )
         except Unroutable:
             # nobody subscribed to this status, or a reply_to queue is gone: it will not appear, so do
