@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -25,15 +26,24 @@ MARGIN = 1.5  # scheduling slack on a busy test machine, s
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         self.hints: list[Hint] = []
-        self.server = CallbackReceiver(self.hints.append, secret=SECRET, request_timeout=TIMEOUT)
+        self.server = CallbackReceiver(self.hints.append, secret=SECRET, **{"request_timeout": TIMEOUT, **options})
         self.port = 0
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     got = Receiver()
+    got.port = await got.server.start("127.0.0.1", 0)
+    yield got
+    await got.server.stop()
+
+
+@pytest.fixture
+async def small_receiver() -> AsyncIterator[Receiver]:
+    """Two connections at most, and a deadline long enough that only eviction can free a slot in time."""
+    got = Receiver(max_connections=2, request_timeout=30)
     got.port = await got.server.start("127.0.0.1", 0)
     yield got
     await got.server.stop()
@@ -131,4 +141,40 @@ async def test_a_body_that_trickles_is_refused_at_the_deadline_not_held(receiver
     assert time.monotonic() - sent >= TIMEOUT * 0.9, "refused before its deadline"
     await until(lambda: receiver.server.guard.open == 0, MARGIN, "its connection released", every=0.01)
     assert refused("too_slow") == before + 1 and receiver.hints == []
+    writer.close()
+
+
+async def test_bodies_that_trickle_are_pushed_out_at_the_cap_so_a_real_callback_gets_in(
+    small_receiver: Receiver,
+) -> None:
+    """Head sent, body trickling: the request is not whole, so the connection is not safe from eviction."""
+    tricklers = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", small_receiver.port)
+        writer.write(b"POST /cb/req-slow HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n{")
+        tricklers.append((reader, writer))
+    await until(lambda: small_receiver.server.guard.open == 2, MARGIN, "both tricklers held", every=0.01)
+    await asyncio.sleep(0.3)  # their heads parsed and their bodies being read, as a real trickler's would be
+    reader, writer = await asyncio.open_connection("127.0.0.1", small_receiver.port)
+    writer.write(delivery("req-a"))
+    async with asyncio.timeout(MARGIN):
+        assert (await answer_of(reader))[0] == 204
+    assert small_receiver.hints == [Hint("req-a", "job-1", "completed", signed=True)]
+    assert small_receiver.server.guard.evicted >= 1
+    for _, trickler in tricklers:
+        trickler.close()
+    writer.close()
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(receiver: Receiver) -> None:
+    data = delivery("req-a")
+    head, _, body = data.partition(b"\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+    writer.write(head + b"\r\nExpect: 100-continue\r\n\r\n")
+    async with asyncio.timeout(MARGIN):
+        assert await reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert await reader.readline() == b"\r\n"
+        writer.write(body)
+        assert (await answer_of(reader))[0] == 204
+    assert receiver.hints == [Hint("req-a", "job-1", "completed", signed=True)]
     writer.close()

@@ -170,7 +170,7 @@ REPLIES_REFUSED = Counter(
 CALLBACKS = Counter(
     "videoworker_callbacks_total",
     "OpenRouter callbacks received, by outcome"
-    " (accepted, repeat, bad_signature, malformed, too_large, too_slow, unknown)",
+    " (accepted, repeat, bad_signature, malformed, too_large, too_slow, incomplete, unknown)",
     ["outcome"],
 )
 HINTS = Counter(

@@ -1,20 +1,18 @@
 """An HTTP server for a port that may face a network: aiohttp's low-level server behind a guard.
 
-The health port and the callback port each serve one handler. No client may take the
-daemon's file descriptors with it (1,021 half-sent requests once left the process unable
-to open any socket), so the server accepts connections itself (:class:`ConnectionGuard`):
-it holds at most ``max_connections``, and cuts a connection that has not sent a complete
-request head ``request_timeout`` seconds after it opened or after its last answer (slow
-headers, an idle keep-alive, or a body never finished once answered). At the cap, the
-oldest connection that is not being answered makes room for the newcomer, so a flood of
-silent sockets cannot lock a probe out; when every connection held is being answered,
-the newcomer is closed at once. A handler that reads a body bounds that read itself
-(:func:`read_body`).
+No client may take the daemon's file descriptors with it (1,021 half-sent requests once
+left the process unable to open any socket), so the server accepts connections itself
+(:class:`ConnectionGuard`): at most ``max_connections``, each cut if its request head is
+not in ``request_timeout`` seconds after it opened or after its last answer. A body, read
+with :meth:`GuardedServer.read_body`, gets a deadline of its own, the same length. At the
+cap, the oldest connection that has not sent its request whole (head or body) makes room,
+so silent or trickling sockets cannot lock a probe or a callback out; when every
+connection held is being answered, the newcomer is closed at once. A body left unread
+after the answer is not drained: the connection closes.
 
-Why aiohttp's low-level server and not ``aiohttp.web``: a handler that routes one to three
-paths needs no application, router or middleware, and importing ``aiohttp.web`` costs
-2.2 MiB of resident memory against 0.4 MiB for the low-level server (aiohttp's client is
-loaded anyway, for the provider transport).
+Why not ``aiohttp.web``: one to three paths need no application, router or middleware,
+and it costs 2.2 MiB of resident memory to import against 0.4 MiB for the low-level
+server (aiohttp's client is loaded anyway, for the provider transport).
 """
 
 from __future__ import annotations
@@ -34,8 +32,11 @@ Handler = Callable[[BaseRequest], Awaitable[StreamResponse]]
 
 #: Longest a connection may take to send a complete request head, s.
 REQUEST_TIMEOUT = 5.0
-#: Longest the stop waits for requests being answered before it closes their connections, s.
-SHUTDOWN_TIMEOUT = 1.0
+#: aiohttp's shutdown waits this long for requests being answered, then as long again for
+#: their cancelled handlers; both fit in the 0.2 s the daemon's stop gives each server, s.
+SHUTDOWN_TIMEOUT = 0.05
+#: A body's read answers 408 at its deadline; the guard cuts the connection this much later if it has not ended.
+_CUT_GRACE = 1.0
 _BACKLOG = 128
 #: accept() failures that mean the process or the system is out of descriptors or memory.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -58,9 +59,8 @@ class GuardedServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (``0`` picks a port) and return the bound port."""
-        timeout = self.guard.request_timeout
-        # an answered request's unread body is drained for at most the deadline, then the connection closes
-        server = Server(self._answer, access_log=None, keepalive_timeout=timeout, lingering_time=timeout)
+        # lingering_time=0: an answered request's unread body is not drained, the connection closes
+        server = Server(self._answer, access_log=None, keepalive_timeout=self.guard.request_timeout, lingering_time=0)
         listener = await _listen(host, port)
         self._server = server
         self.port = int(listener.getsockname()[1])
@@ -68,13 +68,42 @@ class GuardedServer:
         return self.port
 
     async def close(self) -> None:
-        """Stop accepting, close idle connections, give requests being answered a moment, then close all."""
+        """Stop accepting, close idle connections, give requests being answered a moment, then cut all.
+
+        The cut runs even when the caller's own time limit cancels the wait, so no
+        connection or handler outlives the stop.
+        """
         self.guard.close()
         server, self._server = self._server, None
-        if server is not None:
-            await asyncio.sleep(0)  # connections accepted just now start their request first
-            server.pre_shutdown()
-            await server.shutdown(SHUTDOWN_TIMEOUT)
+        try:
+            if server is not None:
+                await asyncio.sleep(0)  # connections accepted just now start their request first
+                server.pre_shutdown()
+                await server.shutdown(SHUTDOWN_TIMEOUT)
+        finally:
+            self.guard.cut_all()
+
+    async def read_body(self, request: BaseRequest, limit: int) -> bytes:
+        """The whole body: :class:`BodyTooLarge` past ``limit`` bytes (an announced length before a
+        byte is read), ``TimeoutError`` ``request_timeout`` s after the head. Meanwhile the
+        connection may be pushed out at the cap, and is cut shortly after that deadline."""
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn = self.guard.answering(request.transport)
+        self.guard.answered(conn, grace=_CUT_GRACE)  # not sent whole yet: evictable, with a deadline
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.guard.request_timeout):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLarge
+                    chunks.append(chunk)
+        finally:
+            self.guard.answering(request.transport)
+        return b"".join(chunks)
 
     async def _answer(self, request: BaseRequest) -> StreamResponse:
         conn = self.guard.answering(request.transport)
@@ -84,26 +113,8 @@ class GuardedServer:
             self.guard.answered(conn)
 
 
-async def read_body(request: BaseRequest, limit: int, timeout: float) -> bytes:
-    """The request's whole body: :class:`BodyTooLarge` past ``limit`` bytes, ``TimeoutError`` after ``timeout`` s.
-
-    Once a handler runs, its connection has no deadline (it is being answered), so a body
-    that trickles in would hold it: the read carries its own.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async with asyncio.timeout(timeout):
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class ConnectionGuard:
-    """Counts, caps and times the health port's connections.
+    """Counts, caps and times a port's connections.
 
     A connection is *waiting* from the moment it opens, and again after each answer,
     until a complete request has arrived; it is then *busy* until it is answered. Only a
@@ -150,10 +161,16 @@ class ConnectionGuard:
             self._unwait(conn)
         return conn
 
-    def answered(self, conn: _Connection | None) -> None:
-        """The answer went out: the connection waits for its next request, with a deadline again."""
+    def answered(self, conn: _Connection | None, *, grace: float = 0.0) -> None:
+        """The answer went out (or a body is still due): the connection waits, with a deadline, evictable."""
         if conn is not None and conn in self._open and conn not in self._leaving:
-            self._wait(conn)
+            self._wait(conn, grace)
+
+    def cut_all(self) -> None:
+        """Close every connection held at once (the end of a stop)."""
+        for conn in list(self._open):
+            if conn not in self._leaving:
+                self._cut(conn)
 
     def made(self, conn: _Connection, transport: asyncio.BaseTransport) -> asyncio.Protocol:
         """A held connection is up: the server's protocol that will read it."""
@@ -206,11 +223,11 @@ class ConnectionGuard:
             sock.close()
             self.forget(conn)
 
-    def _wait(self, conn: _Connection) -> None:
+    def _wait(self, conn: _Connection, grace: float = 0.0) -> None:
         """(Re)start the connection's wait for a complete request; it becomes the newest waiting one."""
         self._unwait(conn)
         self._waiting[conn] = None
-        conn.deadline = asyncio.get_running_loop().call_later(self.request_timeout, self._cut, conn, True)
+        conn.deadline = asyncio.get_running_loop().call_later(self.request_timeout + grace, self._cut, conn, True)
 
     def _unwait(self, conn: _Connection) -> None:
         self._waiting.pop(conn, None)

@@ -20,13 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
+from aiohttp import ClientPayloadError
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse, json_response
 
 from videoworker import metrics
 from videoworker.callbacks.signature import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, BadSignature, verify
 from videoworker.contract.request import ID_PATTERN
-from videoworker.serving import REQUEST_TIMEOUT, BodyTooLarge, ConnectionGuard, GuardedServer, read_body
+from videoworker.serving import REQUEST_TIMEOUT, BodyTooLarge, ConnectionGuard, GuardedServer
 
 log = structlog.get_logger("videoworker.callbacks")
 
@@ -62,7 +64,6 @@ class CallbackReceiver:
         self.on_hint = on_hint
         self.secret = secret
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._request_timeout = request_timeout
         self._server = GuardedServer(self._deliver, max_connections=max_connections, request_timeout=request_timeout)
         self.port: int | None = None
 
@@ -94,10 +95,7 @@ class CallbackReceiver:
         except _Refused as refused:
             metrics.CALLBACKS.labels(outcome=refused.outcome).inc()
             log.warning("callback refused", reason=refused.reason, status=refused.status)
-            answer = json_response({"error": refused.reason}, status=refused.status)
-            if refused.status in (408, 413):
-                answer.force_close()  # the rest of the body is not worth reading
-            return answer
+            return json_response({"error": refused.reason}, status=refused.status)
         if key in self._seen:
             metrics.CALLBACKS.labels(outcome="repeat").inc()
             return Response(status=204)
@@ -114,11 +112,14 @@ class CallbackReceiver:
         if not _ID.fullmatch(request_id) or not request_id.strip("."):
             raise _Refused(404, "unknown", "no request id at the end of the path")
         try:
-            body = await read_body(request, MAX_BODY, self._request_timeout)
+            body = await self._server.read_body(request, MAX_BODY)
         except BodyTooLarge:
             raise _Refused(413, "too_large", f"body over {MAX_BODY} bytes") from None
         except TimeoutError:
-            raise _Refused(408, "too_slow", f"body not sent within {self._request_timeout:g} s") from None
+            raise _Refused(408, "too_slow", f"body not sent within {self.guard.request_timeout:g} s") from None
+        except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
+            # the sender went away or was cut, or the chunked framing is broken: a line, not a traceback
+            raise _Refused(400, "incomplete", f"the body did not arrive whole ({type(exc).__name__})") from None
         if self.secret is not None:
             try:
                 verify(self.secret, body, request.headers.get(SIGNATURE_HEADER))

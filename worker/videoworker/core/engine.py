@@ -306,8 +306,10 @@ class Engine:
         log.info("job finished", status=status, code=code or None)
         # unlinking a downloaded video frees its blocks: in a thread, not on the event loop, and
         # before the job is let go, so nothing can download into its folder while it goes
-        await asyncio.to_thread(self.ctx.workdir.clear, job.id)
-        self.jobs.drop(job.id)
+        try:
+            await asyncio.to_thread(self.ctx.workdir.clear, job.id)
+        finally:  # cancelled by the stop: the thread still removes the folder, and the job is done either way
+            self.jobs.drop(job.id)
 
 
 async def _no_catalogue() -> Catalogue:
