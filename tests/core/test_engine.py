@@ -244,3 +244,27 @@ async def test_a_submitting_record_that_landed_unseen_is_resolved_never_sent(rig
     row = await r.final("e-intent")
     assert row.state is JobState.SUBMIT_UNKNOWN
     assert r.sim.stats()["submits"] == 0
+
+
+async def test_a_callback_that_beats_the_recording_of_the_submit_is_kept_for_it(rig: RigFactory) -> None:
+    """A fast job on a slow ledger: its callback arrives while the submit's answer is being recorded.
+    Dropping it would leave the job to the reconciliation poll (60 s here); kept, it is polled at once."""
+    r = await rig(callback_public_url="http://127.0.0.1:9/cb", reconcile_interval=60)
+    recording, release = asyncio.Event(), asyncio.Event()
+    move = r.engine.recorder.move
+
+    async def slow_move(job: Job, m: Move) -> bool:
+        if m.to is JobState.SUBMITTED:
+            recording.set()
+            await release.wait()
+        return await move(job, m)
+
+    r.engine.recorder.move = slow_move  # type: ignore[method-assign]
+    await accept(r, "e-early")
+    await until(recording.is_set, 10, "the submit's answer in hand, not yet recorded")
+    ((job_id, sim_job),) = r.sim.stats()["jobs"].items()
+    await until(lambda: time.time() > sim_job["ends_at"], 5, "the job to end at the provider")
+    assert r.engine.hint("e-early", job_id)  # as the callback receiver would pass it on
+    release.set()
+    row = await r.final("e-early", timeout=10)
+    assert row.state is JobState.DONE and row.job_id == job_id

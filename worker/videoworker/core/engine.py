@@ -166,10 +166,9 @@ class Engine:
     def hint(self, request_id: str, job_id: str, *, reconcile: bool = False) -> bool:
         """A callback says the provider's job ``job_id`` ended: poll it now if it is ours and polling.
 
-        The poll's answer, not the callback, moves the job. A hint for a job not held here, for
-        another job id, or one already waiting for its hinted poll changes nothing; False then.
-        With ``reconcile`` (the callback's signature was checked), a job whose submit outcome is
-        unknown takes ``job_id`` as its provider job (see :meth:`_reconcile`).
+        The poll's answer, not the callback, moves the job; a hint for a job not held here, for another
+        job id, or already hinted changes nothing (False). One that beats the recording of the submit's
+        answer waits for it; with ``reconcile`` (signature checked), an unknown submit takes ``job_id``.
         """
         job = self.jobs.get(request_id)
         if job is None or job.hinted:
@@ -179,6 +178,9 @@ class Engine:
             task = asyncio.create_task(self._reconcile(job, job_id))
             self._reconciling.add(task)
             task.add_done_callback(self._reconciling.discard)
+            return True
+        if job.record.state is JobState.SUBMITTING and job.record.job_id is None:
+            job.early_hint = job_id  # it beat the recording of the submit's answer: _moved polls at once
             return True
         if job.record.job_id != job_id or step_for(job.record.state) is not Step.POLL:
             return False
@@ -296,7 +298,10 @@ class Engine:
             log.info("submitted")
         step = step_for(move.to)
         if step is not None:
-            self._schedule(step, job.id, move.after)
+            early, job.early_hint = job.early_hint, None
+            now = early is not None and early == job.record.job_id and step is Step.POLL  # its callback came first
+            job.hinted = job.hinted or now
+            self._schedule(step, job.id, 0 if now else move.after)
             return
         code = move.error["code"] if move.error else ""
         status = "failed" if move.error else "completed"
@@ -304,8 +309,7 @@ class Engine:
             log.warning("job failed", code=code, reason=move.error["message"])
         metrics.JOBS_FINISHED.labels(model=job.request.model, status=status, code=code).inc()
         log.info("job finished", status=status, code=code or None)
-        # unlinking a downloaded video frees its blocks: in a thread, not on the event loop, and
-        # before the job is let go, so nothing can download into its folder while it goes
+        # in a thread (unlinking a video frees its blocks), before the job is let go (no download races it)
         try:
             await asyncio.to_thread(self.ctx.workdir.clear, job.id)
         finally:  # cancelled by the stop: the thread still removes the folder, and the job is done either way
