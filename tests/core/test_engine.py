@@ -268,3 +268,39 @@ async def test_a_callback_that_beats_the_recording_of_the_submit_is_kept_for_it(
     release.set()
     row = await r.final("e-early", timeout=10)
     assert row.state is JobState.DONE and row.job_id == job_id
+
+
+async def test_a_callback_that_comes_while_the_job_is_being_polled_is_not_lost(rig: RigFactory) -> None:
+    """The poll read "in progress", the job ended, its callback came before the poll's answer was
+    handled: the hinted poll goes straight to the queue, so the planner's gap that the answer sets
+    (here the 60 s reconciliation) does not replace it."""
+    r = await rig(callback_public_url="http://127.0.0.1:9/cb", reconcile_interval=60, poll_interval=0.05)
+    r.sim.configure(job_seconds=[1.0, 1.0])
+    polled, release = asyncio.Event(), asyncio.Event()
+    poll = r.client.poll
+
+    async def stale_poll(job_id: str) -> Any:
+        answer = await poll(job_id)
+        if answer.status != "completed" and not release.is_set():
+            polled.set()
+            await release.wait()  # handled only after the job ended and its callback came
+        return answer
+
+    r.client.poll = stale_poll  # type: ignore[method-assign]
+    await accept(r, "e-during")
+    job_id = ""
+
+    async def submitted() -> bool:
+        nonlocal job_id
+        row = await r.ledger.get("e-during")
+        job_id = row.job_id if row is not None and row.job_id else ""
+        return bool(job_id)
+
+    await until(submitted, 10, "the submit recorded")
+    assert r.engine.hint("e-during", job_id)  # an early (or forged) callback: a poll now, which sees it running
+    await until(polled.is_set, 10, "a poll that saw the job running")
+    sim_job = r.sim.stats()["jobs"][job_id]
+    await until(lambda: time.time() > sim_job["ends_at"], 5, "the job to end at the provider")
+    assert r.engine.hint("e-during", job_id)  # the real callback, while that poll is still out
+    release.set()
+    assert (await r.final("e-during", timeout=10)).state is JobState.DONE
