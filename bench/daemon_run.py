@@ -1,8 +1,8 @@
 """One daemon run for bench/throughput.py, in a process of its own like the floor's.
 
 It imports what the floor's process imports (aio-pika, the publisher, the memory
-reader) plus the daemon, and nothing of the bench's own: the simulator's control calls
-and the figures are the parent's. So its CPU and peak RSS are the daemon's, next to the
+reader) plus the daemon and the free-port helper, and nothing else of the bench's: the
+simulator's control calls and the figures are the parent's. So its CPU and peak RSS are the daemon's, next to the
 same publisher and reply consumer the floor carries.
 
     python bench/daemon_run.py <callbacks|polling> <simulator base url> <data dir> <jobs> <min poll> <max poll>
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import socket
 import sys
 import time
 import uuid
@@ -33,6 +32,7 @@ from bench.publisher import publish_requests
 from videoworker.config import load_settings
 from videoworker.logs import configure_logging
 from videoworker.runtime import Daemon
+from videoworker_devtools.ports import free_port
 
 #: The simulator signs its callbacks with this (bench/throughput.py configures it).
 SIGNING_SECRET = "bench-signing-secret"
@@ -44,12 +44,6 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _daemon(base: str, data_dir: Path, jobs: int, poll: tuple[float, float], callbacks: bool) -> dict[str, Any]:
     """One daemon run in this process: publish ``jobs`` requests at once, wait for every reply.
 
@@ -58,7 +52,7 @@ async def _daemon(base: str, data_dir: Path, jobs: int, poll: tuple[float, float
     """
     push: dict[str, Any] = {}
     if callbacks:
-        callback_port = _free_port()
+        callback_port = free_port()
         push = {
             "callback_public_url": f"http://127.0.0.1:{callback_port}/cb",
             "callback_port": callback_port,
