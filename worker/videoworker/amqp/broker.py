@@ -43,7 +43,6 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         # strong references: aio-pika restores only channels and queues still alive (aio-pika #536)
         self._consume_channel: AbstractRobustChannel | None = None
-        self._publish_channel: AbstractRobustChannel | None = None  # the first lane's: declarations
         # each lane: (exchanges, default exchange). Replies and dead letters go through the
         # default exchange on a channel of their own: aiormq matches a returned message to its
         # publish by message_id, and a final event shares its message_id with its reply, so
@@ -58,6 +57,11 @@ class Broker:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def _publish_channel(self) -> AbstractRobustChannel | None:
+        """The first lane's exchange channel, which also declares the topology."""
+        return self._lanes[0][0] if self._lanes else None
 
     @property
     def consuming(self) -> bool:
@@ -84,7 +88,6 @@ class Broker:
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         self._consume_channel = await self._channel(prefetch=self.settings.prefetch)
         self._lanes = [(await self._channel(prefetch=0), await self._channel(prefetch=0)) for _ in range(PUBLISH_LANES)]
-        self._publish_channel = self._lanes[0][0]
         await self._declare()
         self._connected.set()
         metrics.BROKER_CONNECTED.set(1)

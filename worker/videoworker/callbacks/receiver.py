@@ -65,7 +65,6 @@ class CallbackReceiver:
         self.secret = secret
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._server = GuardedServer(self._deliver, max_connections=max_connections, request_timeout=request_timeout)
-        self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (``0`` picks a port) and return the bound port."""
@@ -75,12 +74,17 @@ class CallbackReceiver:
                 "They can only cause polls, never a wrong result; set the secret to refuse them",
                 alert="callbacks_unsigned",
             )
-        self.port = await self._server.start(host, port)
-        log.info("callback receiver listening", host=host, port=self.port, signed=self.secret is not None)
-        return self.port
+        bound = await self._server.start(host, port)
+        log.info("callback receiver listening", host=host, port=bound, signed=self.secret is not None)
+        return bound
 
     async def stop(self) -> None:
         await self._server.close()
+
+    @property
+    def port(self) -> int | None:
+        """The bound port once started."""
+        return self._server.port
 
     @property
     def guard(self) -> ConnectionGuard:
