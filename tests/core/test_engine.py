@@ -80,15 +80,22 @@ async def test_a_failing_observer_never_fails_the_job(rig: RigFactory) -> None:
     """Observers run on their own: an exception in one is counted and the job completes."""
     from videoworker import JobEvent, hookimpl
 
+    seen: list[str] = []
+
     class Crashing:
         @hookimpl
         def videoworker_job_event(self, event: JobEvent) -> None:
+            seen.append(event.status)
             raise RuntimeError("observer down")
 
     r = await rig(plugins={"crashing": Crashing()})
     await accept(r, "e-observer")
     assert (await r.final("e-observer")).state is JobState.DONE
-    await until(lambda: r.hooks.plugin_errors >= 3, 5, "the observer to have failed on each event")
+    # `running` is seen only when a poll finds the job running, so the count is what was observed
+    await until(
+        lambda: "completed" in seen and r.hooks.plugin_errors == len(seen), 5, "each observed event to count a failure"
+    )
+    assert {"submitted", "completed"} <= set(seen)
 
 
 # --- adoption --------------------------------------------------------------------------------
