@@ -28,10 +28,8 @@ class Lifecycle:
         self.calls.append("shutdown")
 
 
-async def test_a_refused_ledger_stops_the_start_and_still_shuts_plugins_down(
-    tmp_path: Path, core_sim: SimulatorThread
-) -> None:
-    """A ledger newer than this release is refused, and the plugins that started are shut down again."""
+async def _with_a_newer_ledger(tmp_path: Path, core_sim: SimulatorThread) -> Settings:
+    """Settings whose SQLite ledger says it was written by a newer release (the start refuses it)."""
     path = tmp_path / "ledger.sqlite3"
     ledger = SQLiteLedger(path)
     await ledger.open()
@@ -45,6 +43,14 @@ async def test_a_refused_ledger_stops_the_start_and_still_shuts_plugins_down(
         data_dir=tmp_path,
         ledger_url=f"sqlite:///{path}",
     )
+    return settings
+
+
+async def test_a_refused_ledger_stops_the_start_and_still_shuts_plugins_down(
+    tmp_path: Path, core_sim: SimulatorThread
+) -> None:
+    """A ledger newer than this release is refused, and the plugins that started are shut down again."""
+    settings = await _with_a_newer_ledger(tmp_path, core_sim)
     tracker = Lifecycle()
     with pytest.raises(ConfigError, match="newer"):
         await Daemon(settings, plugins={"tracker": tracker}).run()
@@ -64,19 +70,8 @@ async def test_the_thread_switch_interval_is_short_while_the_daemon_runs_and_res
     tmp_path: Path, core_sim: SimulatorThread
 ) -> None:
     """The loop must not wait 5 ms for the GIL after each system call; an embedding process gets its value back."""
-    path = tmp_path / "ledger.sqlite3"
-    ledger = SQLiteLedger(path)
-    await ledger.open()
-    await ledger.close()
-    with sqlite3.connect(path) as conn:  # a start that fails after the plugins started, so run() returns by itself
-        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)")
-    settings: Settings = load_settings(
-        None,
-        openrouter_api_key=core_sim.api_key,
-        openrouter_base_url=core_sim.base_url,
-        data_dir=tmp_path,
-        ledger_url=f"sqlite:///{path}",
-    )
+    # a start that fails after the plugins started, so run() returns by itself
+    settings = await _with_a_newer_ledger(tmp_path, core_sim)
     before = sys.getswitchinterval()
     probe = SwitchIntervalProbe()
     with pytest.raises(ConfigError):
