@@ -59,10 +59,7 @@ async def save(where: str, response: httpx.Response, dest: Path, max_bytes: int,
     expected = _content_length(response)
     if expected is not None and expected > max_bytes:
         raise DownloadError(f"{where}: {expected} bytes announced, over the {max_bytes}-byte cap", retryable=False)
-    try:
-        sink = _Sink(where, dest, max_bytes, mode)
-    except OSError as exc:
-        raise _write_error(where, exc) from None
+    sink = _Sink(where, dest, max_bytes, mode)
     try:
         async for chunk in raw_chunks(response):
             sink.feed(chunk)
@@ -86,12 +83,20 @@ def _write_error(where: str, exc: OSError) -> DownloadError:
 
 
 class _Sink:
-    """Counts, hashes, checks and writes one download; the file is written in large batches."""
+    """Counts, hashes, checks and writes one download; the file is written in large batches.
+
+    The file is made on the first batch, so a video under one batch (most, at
+    :data:`_WRITE_BATCH`) is created, written, fsynced and closed in one trip to a thread:
+    the five system calls of making it no longer wait for the event loop's turn, nor hold
+    it up.
+    """
 
     def __init__(self, where: str, dest: Path, max_bytes: int, mode: int) -> None:
         self._where = where
+        self._dest = dest
+        self._mode = mode
         self._max = max_bytes
-        self._file: IO[bytes] = _create(dest, mode)
+        self._file: IO[bytes] | None = None
         self._owned = True
         self._hash = hashlib.sha256()
         self._pending = bytearray()
@@ -113,7 +118,9 @@ class _Sink:
             self._check_head()
         self._pending += chunk
         if len(self._pending) >= _WRITE_BATCH:
-            self._write_pending()
+            if self._file is None:
+                self._file = _create(self._dest, self._mode)
+            self._write_pending(self._file)
 
     def check_complete(self) -> None:
         """Raise unless a whole MP4 header arrived (an empty or tiny body is not a video)."""
@@ -121,23 +128,32 @@ class _Sink:
             raise DownloadError(f"{self._where}: {self.size} bytes is not an MP4", retryable=False)
 
     async def finish(self) -> None:
-        """Write what is left, fsync and close in a thread; the file is the thread's from here on."""
-        self._write_pending()
+        """Write what is left, fsync and close in a thread (creating the file first if no batch did)."""
         self._owned = False
+        if self._file is None:
+            await asyncio.to_thread(self._create_whole)
+            return
+        self._write_pending(self._file)
         await asyncio.to_thread(_fsync_and_close, self._file)
 
     def abort(self) -> None:
         """Close the file unless :meth:`finish` handed it to its thread. Safe to call twice."""
         if self._owned:
             self._owned = False
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
+
+    def _create_whole(self) -> None:
+        file = _create(self._dest, self._mode)
+        self._write_pending(file)
+        _fsync_and_close(file)
 
     def _check_head(self) -> None:
         if len(self._head) >= 8 and self._head[4:8] != _MP4_BRAND:
             raise DownloadError(f"{self._where}: body is not an MP4 (no ftyp box)", retryable=False)
 
-    def _write_pending(self) -> None:
-        self._file.write(self._pending)
+    def _write_pending(self, file: IO[bytes]) -> None:
+        file.write(self._pending)
         self._pending.clear()
 
 
