@@ -1,13 +1,18 @@
-"""CPU per request: httpx's own transport against videoworker's aiohttp transport, same server, same run.
+"""CPU per request: httpx's own client and transport, against videoworker's, same server, same run.
 
     python bench/transport.py [--requests 3000] [--concurrency 64]
 
 A local aiohttp server (its own process, so its CPU is not counted) answers every GET
 and POST with a small job document, as a poll or submit answer. Each side runs in its
 own fresh process, alternating twice, and sends the same mix (half polls, half submits,
-``--concurrency`` at once, 16 connections) through an ``httpx.AsyncClient``, reading
-every body. Prints one JSON line: CPU ms per request for each run, and the ratio of
-ours to httpx's.
+``--concurrency`` at once, 16 connections), reading every body:
+
+- ``httpx``: an ``httpx.AsyncClient`` with httpx's own transport (the floor);
+- ``aiohttp``: the same client through videoworker's aiohttp transport;
+- ``sender``: videoworker's :class:`~videoworker.provider.sender.Sender` through that
+  transport, as the provider client sends.
+
+Prints one JSON line: CPU ms per request for each run, and the ratios of ours to httpx's.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -26,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from videoworker.provider.sender import Sender  # noqa: E402
 from videoworker.provider.transport import AiohttpTransport  # noqa: E402
 from videoworker_devtools.ports import free_port, wait_until_answers  # noqa: E402
 
@@ -48,27 +55,48 @@ def _cpu() -> float:
 
 async def _side(kind: str, base: str, requests: int, concurrency: int) -> float:
     """CPU ms per request through one client (after a warm-up of 200)."""
+    gate = asyncio.Semaphore(concurrency)
+    if kind == "sender":
+        sender = Sender(httpx.URL(base), "sk-bench", {}, httpx.Timeout(5.0), AiohttpTransport(16))
+        body = json.dumps({"model": "m"}).encode()
+
+        async def one(i: int) -> None:
+            method, content = ("GET", None) if i % 2 else ("POST", body)
+            async with gate, sender.stream(method, "/videos/x" if i % 2 else "/videos", content=content) as answer:
+                json.loads(await answer.aread())
+
+        try:
+            return await _timed(one, requests)
+        finally:
+            await sender.aclose()
     transport = AiohttpTransport(16) if kind == "aiohttp" else None
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     async with httpx.AsyncClient(base_url=base, transport=transport, limits=limits) as client:
-        gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
             async with gate:
-                answer = await (client.get("/videos/x") if i % 2 else client.post("/videos", json={"model": "m"}))
+                headers = {"Authorization": "Bearer sk-bench"}
+                if i % 2:
+                    answer = await client.get("/videos/x", headers=headers)
+                else:
+                    answer = await client.post("/videos", json={"model": "m"}, headers=headers)
                 answer.json()
 
-        await asyncio.gather(*(one(i) for i in range(200)))
-        before = _cpu()
-        await asyncio.gather(*(one(i) for i in range(requests)))
-        return (_cpu() - before) * 1000 / requests
+        return await _timed(one, requests)
+
+
+async def _timed(one: Callable[[int], Awaitable[None]], requests: int) -> float:
+    await asyncio.gather(*(one(i) for i in range(200)))
+    before = _cpu()
+    await asyncio.gather(*(one(i) for i in range(requests)))
+    return (_cpu() - before) * 1000 / requests
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--side", choices=("httpx", "aiohttp"), help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=("httpx", "aiohttp", "sender"), help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -79,7 +107,7 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_answers(f"{base}/videos/x", 15, "the local server")
-        runs: dict[str, list[float]] = {"httpx": [], "aiohttp": []}
+        runs: dict[str, list[float]] = {"httpx": [], "aiohttp": [], "sender": []}
         for _ in range(2):
             for side in runs:
                 command = [sys.executable, __file__, "--side", side, "--base", base]
@@ -88,8 +116,10 @@ def main() -> None:
                 runs[side].append(round(float(out.stdout), 3))
     finally:
         server.terminate()
-    ratio = statistics.median(runs["aiohttp"]) / statistics.median(runs["httpx"])
-    print(json.dumps({"cpu_ms_per_request": runs, "ratio_aiohttp_to_httpx": round(ratio, 2), **vars(args)}))
+    floor = statistics.median(runs["httpx"])
+    ratios = {f"ratio_{side}_to_httpx": round(statistics.median(runs[side]) / floor, 2) for side in runs}
+    del ratios["ratio_httpx_to_httpx"]
+    print(json.dumps({"cpu_ms_per_request": runs, **ratios, **vars(args)}))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ MP4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 
 def pooled_protocols(client: OpenRouterClient) -> list[object]:
     """The idle connections of the client's aiohttp pool (reaches into both libraries, to show what is pooled)."""
-    session = client._http._transport._session  # type: ignore[attr-defined]
+    session = client._http.transport._session  # type: ignore[attr-defined]
     if session is None:
         return []
     return [proto for conns in session.connector._conns.values() for proto, _ in conns]

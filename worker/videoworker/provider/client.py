@@ -1,8 +1,8 @@
 """The OpenRouter video API client: the only code in videoworker that talks HTTP to OpenRouter.
 
-It owns one long-lived :class:`httpx.AsyncClient` (explicit timeouts and limits, no
-redirects; sent through aiohttp, :mod:`videoworker.provider.transport`), sends the API key to
-the configured OpenRouter origin only, and turns every answer into typed data
+It owns one long-lived :class:`~videoworker.provider.sender.Sender` (explicit timeouts and
+limits, no redirects; sent through aiohttp, :mod:`videoworker.provider.transport`), which sends
+the API key to the configured OpenRouter base URL only, and it turns every answer into typed data
 (:mod:`videoworker.provider.models`) and every failure into the exception that tells the
 caller what to do next (:mod:`videoworker.errors`; the rules live in
 :mod:`videoworker.provider.answers`):
@@ -60,10 +60,11 @@ from videoworker.provider.answers import (
 from videoworker.provider.bodies import read_answer, read_capped
 from videoworker.provider.download import save
 from videoworker.provider.models import Download, Job, VideoModel
-from videoworker.provider.origin import OriginBearerAuth, attribution_headers, base_url_of, origin
+from videoworker.provider.origin import attribution_headers, base_url_of, origin
 from videoworker.provider.scrub import ERROR_TEXT_LIMIT, scrub
+from videoworker.provider.sender import Sender
 from videoworker.provider.transport import AiohttpTransport
-from videoworker.provider.untrusted import MAX_ANSWER_BYTES, AnswerRefused, NoCookies, ProviderLimits, load_json
+from videoworker.provider.untrusted import MAX_ANSWER_BYTES, AnswerRefused, ProviderLimits, load_json
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,13 @@ class OpenRouterClient:
         self._base_origin = origin(base)
         self._secret = api_key or ""
         self.limits = limits or ProviderLimits()
-        self._http = httpx.AsyncClient(
-            base_url=base,
-            auth=OriginBearerAuth(api_key, self._base_origin) if api_key else None,
+        self._http = Sender(
+            base,
+            api_key,
             # identity: no decompression bomb, and Content-Length counts the bytes we keep
-            headers={**attribution_headers(app_title, app_url), "Accept-Encoding": "identity"},
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
-            follow_redirects=False,
-            cookies=NoCookies(),
-            transport=transport or AiohttpTransport(max_connections),
+            {**attribution_headers(app_title, app_url), "Accept-Encoding": "identity"},
+            httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
+            transport or AiohttpTransport(max_connections),
         )
 
     def __repr__(self) -> str:

@@ -1,13 +1,11 @@
-"""Where the client talks, and who sees the key: the base URL, its origin, the origin-bound auth, attribution.
+"""Where the client talks: the base URL checked, its origin (for the client's repr), attribution headers.
 
 Split from :mod:`videoworker.provider.client` so the client module holds the calls
-only. The key goes to the configured OpenRouter origin (scheme, host, port) and to
-nothing else reached through the same client, such as a signed storage URL.
+only. The key itself is added by :mod:`videoworker.provider.sender`, which only ever
+sends to the base URL.
 """
 
 from __future__ import annotations
-
-from collections.abc import Generator
 
 import httpx
 
@@ -21,25 +19,6 @@ Origin = tuple[str, str, int]
 def origin(url: httpx.URL) -> Origin:
     """``(scheme, host, port)`` of ``url``, with the scheme's default port filled in."""
     return (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0))
-
-
-class OriginBearerAuth(httpx.Auth):
-    """Adds ``Authorization: Bearer …`` to requests for the OpenRouter origin, and to no other host.
-
-    A signed storage URL or any other host reached through the same client never sees the key.
-    """
-
-    def __init__(self, api_key: str, base: Origin) -> None:
-        self._header = f"Bearer {api_key}"
-        self._origin = base
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if origin(request.url) == self._origin:
-            request.headers["Authorization"] = self._header
-        yield request
-
-    def __repr__(self) -> str:
-        return f"OriginBearerAuth(origin={self._origin!r})"
 
 
 def base_url_of(base_url: str) -> httpx.URL:

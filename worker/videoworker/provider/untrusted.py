@@ -19,13 +19,13 @@ impersonated. This module holds the limits and the pure checks that apply them, 
   storage plugins pass it on (an S3 object's ``Content-Type``), where ``text/html``
   would turn a presigned URL into a page. ``video/webm`` is not listed: the ``ftyp``
   check refuses WebM bodies, so that label could only be wrong.
-- A ``Set-Cookie`` is not kept (:class:`NoCookies`): the API uses none, and what one
-  answer sets must not ride along on the next request.
+- A ``Set-Cookie`` is not kept: nothing on the way holds a cookie jar (the sender builds
+  every request from fixed headers, and the transport's jar is aiohttp's dummy one). The
+  API uses none, and what one answer sets must not ride along on the next request.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import math
 import re
@@ -148,17 +148,3 @@ def video_type(header: str | None) -> str:
     """The media type to record for a downloaded video, from its ``Content-Type``: listed, else ``video/mp4``."""
     media = (header or "").split(";", 1)[0].strip().lower()
     return media if media in VIDEO_TYPES else DEFAULT_VIDEO_TYPE
-
-
-class NoCookies(http.cookiejar.CookieJar):
-    """The client's cookie jar: it keeps nothing an answer sets.
-
-    Also saves CPU on every answer: httpx hands each response to its jar, and the standard
-    jar copies all headers into an ``email.message.Message`` to look for ``Set-Cookie``.
-    """
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
-
-    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
-        return None
