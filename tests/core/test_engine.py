@@ -311,3 +311,97 @@ async def test_a_callback_that_comes_while_the_job_is_being_polled_is_not_lost(r
     assert r.engine.hint("e-during", job_id)  # the real callback, while that poll is still out
     release.set()
     assert (await r.final("e-during", timeout=10)).state is JobState.DONE
+
+
+def spy_moves(r: Rig, request_id: str) -> list[tuple[JobState, JobState]]:
+    """The (from, to) of every move the ledger records for ``request_id`` from now on (the real ledger writes them)."""
+    moves: list[tuple[JobState, JobState]] = []
+    transition = r.ledger.transition
+
+    async def spied(rid: str, owner: str, expect: JobState, new: JobState, **kwargs: Any) -> bool:
+        if rid == request_id:
+            moves.append((expect, new))
+        return await transition(rid, owner, expect, new, **kwargs)
+
+    r.ledger.transition = spied  # type: ignore[method-assign]
+    return moves
+
+
+async def test_a_polls_completed_is_written_with_the_final_move(rig: RigFactory) -> None:
+    """The happy path writes no `completed` row of its own: `done` comes straight from the polled state,
+    and carries what the poll found (history entry, output count, usage)."""
+    r = await rig()
+    r.sim.configure(job_seconds=[1.0, 1.2])
+    moves = spy_moves(r, "e-held")
+    await accept(r, "e-held")
+    row = await r.final("e-held")
+    assert row.state is JobState.DONE
+    assert JobState.COMPLETED not in [new for _, new in moves], moves
+    assert moves[-1] in {(JobState.IN_PROGRESS, JobState.DONE), (JobState.SUBMITTED, JobState.DONE)}
+    states = [entry["state"] for entry in row.data["history"]]
+    assert states[-2:] == ["completed", "done"] and row.data["output_count"] == 1
+    assert "completed" in row.data["timestamps"] and row.data["final"]["status"] == "completed"
+
+
+async def test_a_delivery_that_must_wait_writes_the_held_completed_first(rig: RigFactory) -> None:
+    """A storage retry records `completed` before it waits (status shows it; a restart resumes at deliver)."""
+    from videoworker import OutputFile, StoredOutput, hookimpl
+
+    seen: list[JobState | None] = []
+    r: Rig
+
+    class FailsOnce:
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            row = await r.ledger.get(output.request_id)
+            seen.append(row.state if row else None)
+            if len(seen) == 1:
+                raise RuntimeError("bucket unreachable")
+            return None
+
+    r = await rig(plugins={"fails-once": FailsOnce()}, storage_retry_seconds=60, retry_backoff_base=0.01)
+    moves = spy_moves(r, "e-wait")
+    await accept(r, "e-wait")
+    row = await r.final("e-wait")
+    assert row.state is JobState.DONE and len(seen) == 2
+    assert seen[0] is not JobState.COMPLETED and seen[1] is JobState.COMPLETED
+    assert moves[-1] == (JobState.COMPLETED, JobState.DONE)
+    assert [entry["state"] for entry in row.data["history"]].count("completed") == 1
+
+
+async def test_a_delivery_that_fails_for_good_fails_from_the_polled_state(rig: RigFactory) -> None:
+    """A download refused for good ends the job `failed` straight from the polled state, with what the poll found."""
+    r = await rig()
+    r.sim.configure(hostile=["content_gzip"])  # refused for good: a coded body
+    moves = spy_moves(r, "e-gone")
+    await accept(r, "e-gone")
+    row = await r.final("e-gone")
+    assert row.state is JobState.FAILED and row.data["final"]["error"]["code"] == "download_failed"
+    assert moves[-1][1] is JobState.FAILED and JobState.COMPLETED not in [new for _, new in moves]
+    assert "completed" in [entry["state"] for entry in row.data["history"]] and row.data["output_count"] == 1
+
+
+async def test_finished_jobs_waiting_for_a_delivery_worker_are_counted(rig: RigFactory) -> None:
+    """`videoworker_steps_waiting{step="deliver"}` shows finished jobs queueing for a worker (the ledger cannot)."""
+    from prometheus_client import REGISTRY
+
+    from videoworker import OutputFile, StoredOutput, hookimpl
+
+    release = asyncio.Event()
+
+    class Slow:
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            await release.wait()
+            return None
+
+    def waiting() -> float | None:
+        return REGISTRY.get_sample_value("videoworker_steps_waiting", {"step": "deliver"})
+
+    r = await rig(plugins={"slow": Slow()}, max_concurrent_downloads=1)
+    await accept(r, "e-first")
+    await accept(r, "e-second")
+    await until(lambda: waiting() == 1, 10, "the second job to wait for the one delivery worker")
+    release.set()
+    assert (await r.final("e-first")).state is JobState.DONE and (await r.final("e-second")).state is JobState.DONE
+    assert waiting() == 0

@@ -33,8 +33,10 @@ LEGAL = {
     (S.AWAITING_CALLBACK, S.SUBMIT_UNKNOWN),  # it did not, by job_timeout
     (S.SUBMITTED, S.IN_PROGRESS),
     (S.SUBMITTED, S.COMPLETED),
+    (S.SUBMITTED, S.DONE),  # deliver's final move also records the poll's `completed`, held until then
     (S.SUBMITTED, S.FAILED),
     (S.IN_PROGRESS, S.COMPLETED),
+    (S.IN_PROGRESS, S.DONE),
     (S.IN_PROGRESS, S.FAILED),
     (S.COMPLETED, S.DONE),  # deliver records the outputs and the final event at once
     (S.COMPLETED, S.STORED),  # as earlier versions did

@@ -126,6 +126,7 @@ JOBS_FINISHED = _GuardedCounter(
     "videoworker_jobs_finished_total", "Jobs that reached a final event", ["model", "status", "code"]
 )
 JOBS_INFLIGHT = Gauge("videoworker_jobs_inflight", "Jobs this instance holds")
+STEPS_WAITING = Gauge("videoworker_steps_waiting", "Jobs due for a step, waiting for one of its workers", ["step"])
 POLLS = _PollCounter("videoworker_polls_total", "GET /videos/{id} answers", ["outcome"])
 JOB_DURATION = _GuardedHistogram(
     "videoworker_job_duration_seconds",

@@ -28,7 +28,7 @@ from videoworker.core.schedule import Timers, backoff, persist
 from videoworker.core.states import JobState, Step, step_for
 from videoworker.core.steps import STEPS, StepFunction
 from videoworker.core.steps.submit import stamp
-from videoworker.core.workdir import Workdir
+from videoworker.core.workdir import Workdir, sweep_finished
 from videoworker.ledger.base import JobRecord, Ledger, ReplyTarget
 from videoworker.plugins.hooks import Hooks
 from videoworker.provider.catalogue import Catalogue, CatalogueCache
@@ -70,6 +70,8 @@ class Engine:
             catalogue=catalogue.get if catalogue is not None else _no_catalogue,
         )
         self._queues: dict[Step, asyncio.Queue[str]] = {step: asyncio.Queue() for step in Step}
+        for step, queue in self._queues.items():  # read when scraped: nothing on the hot path
+            metrics.STEPS_WAITING.labels(step=step.value).set_function(queue.qsize)
         self._tasks: list[asyncio.Task[None]] = []
         self._submitting = 0  # submits between their `submitting` record and the record of the answer
         self._stopping = False
@@ -102,24 +104,8 @@ class Engine:
         self._tasks.append(asyncio.create_task(self._dispatch()))
 
     async def sweep(self) -> int:
-        """Delete the temporary folders of finished or unknown jobs; return how many went.
-
-        A job's folder is cleared when it finishes, but a kill between recording the final
-        move and clearing leaves it, and nobody runs a finished job again. So at start every
-        folder whose job the ledger reports finished (or does not know) goes; a peer's job in
-        flight is not finished, so a shared data folder is safe.
-        """
-        swept = 0
-        for request_id in self.ctx.workdir.folders():
-            if request_id in self.jobs:
-                continue
-            record = await self.ledger.get(request_id)
-            if record is None or record.state.terminal:
-                self.ctx.workdir.clear(request_id)
-                swept += 1
-        if swept:
-            log.info("removed temporary files of finished jobs", jobs=swept)
-        return swept
+        """At start, delete the temporary folders of finished or unknown jobs (:func:`sweep_finished`)."""
+        return await sweep_finished(self.ctx.workdir, self.ledger, self.jobs)
 
     async def stop(self, grace: float) -> None:
         """Take no new step; give in-flight submits ``grace`` seconds to record their answer, then cancel."""
@@ -256,17 +242,28 @@ class Engine:
                         self._submitting -= 1
 
     async def apply(self, job: Job, step: Step, outcome: Outcome) -> None:
-        """Carry out one step's outcome: record a move, set a timer, or let the job go."""
+        """Carry out one step's outcome: record a move, set a timer, or let the job go.
+
+        A poll's ``completed`` is only held in memory, and deliver runs at once: its final
+        move records both, one transaction fewer per job on the path where results wait.
+        Should deliver have to wait (a retry), the held move is written first.
+        """
         if isinstance(outcome, Again):
-            self._schedule(step, job.id, outcome.after)
+            if job.unrecorded is None or await self._record(job, None):
+                self._schedule(step, job.id, outcome.after)
         elif isinstance(outcome, Release):
             await self._resync(job)
+        elif outcome.to is JobState.COMPLETED and step is Step.POLL:
+            self.recorder.hold(job, outcome)
+            await self._moved(job, outcome)
         elif await self._record(job, outcome):
             await self._moved(job, outcome)
 
-    async def _record(self, job: Job, move: Move) -> bool:
-        """Record a move. The answer to a POST exists only in memory, so its record is retried until it lands."""
-        if job.record.state is not JobState.SUBMITTING:
+    async def _record(self, job: Job, move: Move | None) -> bool:
+        """Record a move (None: the held one). A POST's answer exists only in memory: retried until it lands."""
+        if move is None:
+            moved = await self.recorder.catch_up(job)
+        elif job.record.state is not JobState.SUBMITTING:
             moved = await self.recorder.move(job, move)
         else:
             moved = await persist(lambda: self.recorder.move(job, move), what="the submit outcome")
@@ -287,7 +284,7 @@ class Engine:
             self.jobs.drop(job.id)
             return
         log.warning("the ledger is ahead of memory; continuing from it", state=fresh.state.value)
-        job.record = fresh
+        job.record, job.unrecorded = fresh, None
         job.moved()
         self._schedule(step, job.id, 0)
 

@@ -1,7 +1,7 @@
 """The jobs this instance owns, held in memory between steps.
 
 A :class:`Job` is the ledger row plus what only matters while this process holds it
-(poll count, retry counters). The :class:`JobTable` is the one place jobs enter and
+(poll count, retry counters, a move taken but not written yet). The :class:`JobTable` is the one place jobs enter and
 leave memory, so the in-flight gauge and intake's back-pressure always agree with it.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from videoworker import metrics
 from videoworker.contract.request import VideoRequest
+from videoworker.core.states import JobState
 from videoworker.ledger.base import JobRecord
 from videoworker.plugins.types import OutputFile
 
@@ -33,10 +34,16 @@ class Job:
     early_hint: str | None = None  # a callback's job id that came before the submit's answer was recorded
     running_at: float | None = None  # seconds after submit of the last poll that found it running
     adopted: bool = False  # taken over from a former life or a dead peer (its earlier polls are unknown)
+    unrecorded: JobState | None = None  # the ledger's state while ``record`` holds a move not written yet
 
     @property
     def id(self) -> str:
         return self.record.request_id
+
+    @property
+    def recorded_state(self) -> JobState:
+        """The state the ledger holds for this job: what the next write compares and sets from."""
+        return self.unrecorded or self.record.state
 
     def moved(self) -> None:
         """Reset the per-step counters: a recorded move starts the next step afresh."""

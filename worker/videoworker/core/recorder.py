@@ -76,7 +76,7 @@ class Recorder:
         moved = await self.ledger.transition(
             job.id,
             self.me,
-            job.record.state,
+            job.recorded_state,
             move.to,
             job_id=move.job_id,
             attempts=move.attempts,
@@ -89,10 +89,33 @@ class Recorder:
         )
         if not moved:
             return False
+        job.unrecorded = None
         _apply(job.record, move, data)
         if job_event is not None:
             self._announce(job_event, bool(owed))
         return True
+
+    def hold(self, job: Job, move: Move) -> None:
+        """Take ``move`` (one without an event) in memory only; the job's next recorded move writes it too.
+
+        Whoever holds a move must record the job's next move, or :meth:`catch_up`, before
+        anything waits on the ledger: until then a crash leaves the job in its recorded state.
+        """
+        assert event_for(move.to) is None and move.data is not None, "a held move owes no event"
+        job.unrecorded = job.recorded_state
+        _apply(job.record, move, with_history(move.data, move.to.value))
+
+    async def catch_up(self, job: Job) -> bool:
+        """Write the move :meth:`hold` took, as it stands in memory; False if the job is no longer ours."""
+        if job.unrecorded is None:
+            return True
+        record = job.record
+        moved = await self.ledger.transition(
+            job.id, self.me, job.unrecorded, record.state, job_id=record.job_id, data=record.data
+        )
+        if moved:
+            job.unrecorded = None
+        return moved
 
     async def answer_duplicate(self, record: JobRecord, reply: ReplyTarget | None) -> None:
         """Answer a second delivery of a known id from the ledger; never submit again."""

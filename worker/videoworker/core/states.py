@@ -7,7 +7,7 @@ submit a stored job fails loudly instead of paying twice.
 ::
 
     received ─► submitting ─► submitted ─► in_progress ─► completed ─► done
-       │            │   │                       │
+       │            │   │                       │    └──────────────────►┘ (delivered at once)
        └► failed    │   └► submit_unknown       └► failed (provider, timeout, download, storage)
                     │   └► awaiting_callback ─► submitted (its callback named the job)
                     │            └► submit_unknown (no callback by job_timeout)
@@ -77,8 +77,9 @@ MACHINE: dict[JobState, StateSpec] = {
     ),
     # no event yet: its callback reconciles it (→ submitted), or at job_timeout it is reported unknown
     _S.AWAITING_CALLBACK: _spec(Step.AWAIT, None, _S.SUBMITTED, _S.SUBMIT_UNKNOWN),
-    _S.SUBMITTED: _spec(Step.POLL, "submitted", _S.IN_PROGRESS, _S.COMPLETED, _S.FAILED),
-    _S.IN_PROGRESS: _spec(Step.POLL, "in_progress", _S.COMPLETED, _S.FAILED),
+    # done: deliver's final move also records the poll's `completed`, held in memory until then
+    _S.SUBMITTED: _spec(Step.POLL, "submitted", _S.IN_PROGRESS, _S.COMPLETED, _S.DONE, _S.FAILED),
+    _S.IN_PROGRESS: _spec(Step.POLL, "in_progress", _S.COMPLETED, _S.DONE, _S.FAILED),
     # deliver records the outputs and the final event in one move; `stored` only as older versions wrote it
     _S.COMPLETED: _spec(Step.DELIVER, None, _S.DONE, _S.STORED, _S.FAILED),
     _S.STORED: _spec(Step.FINISH, None, _S.DONE),

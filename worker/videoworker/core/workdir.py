@@ -20,9 +20,15 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Container
 from pathlib import Path
 
+import structlog
+
 from videoworker.errors import ConfigError, DownloadError
+from videoworker.ledger.base import Ledger
+
+log = structlog.get_logger("videoworker.engine")
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -95,6 +101,27 @@ class Workdir:
         if folder.parent != self.root or request_id in ("", ".", ".."):
             raise ValueError(f"request id {request_id!r} does not name a folder under {self.root}")
         return folder
+
+
+async def sweep_finished(workdir: Workdir, ledger: Ledger, held: Container[str]) -> int:
+    """Delete the temporary folders of finished or unknown jobs; return how many went.
+
+    A job's folder is cleared when it finishes, but a kill between recording the final
+    move and clearing leaves it, and nobody runs a finished job again. So at start every
+    folder whose job the ledger reports finished (or does not know) goes; a job ``held``
+    here, or a peer's job in flight, is not finished, so a shared data folder is safe.
+    """
+    swept = 0
+    for request_id in workdir.folders():
+        if request_id in held:
+            continue
+        record = await ledger.get(request_id)
+        if record is None or record.state.terminal:
+            workdir.clear(request_id)
+            swept += 1
+    if swept:
+        log.info("removed temporary files of finished jobs", jobs=swept)
+    return swept
 
 
 def _open_dir(name: str, parent: int | None, what: str) -> int:
