@@ -54,8 +54,62 @@ async def test_local_storage_copies_every_byte_however_the_kernel_copy_goes(
         return real(out_fd, in_fd, offset, min(count, 1024 * 1024))
 
     monkeypatch.setattr(local_plugin.os, "sendfile", limited)
+    monkeypatch.setattr(local_plugin.os, "link", no_link(errno.EXDEV))  # as from another file system
     stored = await local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, data), settings)
     assert uri_path(stored.location).read_bytes() == data
+
+
+def no_link(code: int) -> Any:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(code, os.strerror(code))
+
+    return refuse
+
+
+async def test_a_download_on_the_same_file_system_is_linked_not_copied(settings: Settings, tmp_path: Path) -> None:
+    """The stored video is the verified download itself (no second write, no second fsync), with the file mode."""
+    output = make_output(tmp_path, b"V" * 5000)
+    stored = await local_plugin.videoworker_store_output(make_request(), output, settings)
+    target = uri_path(stored.location)
+    assert os.stat(target).st_ino == os.stat(output.path).st_ino and os.stat(target).st_mode & 0o777 == 0o600
+    output.path.unlink()  # the job's temp folder goes when it finishes; the video stays
+    assert target.read_bytes() == b"V" * 5000 and os.stat(target).st_nlink == 1
+
+
+@pytest.mark.parametrize("why", ["another_link", "exdev", "eperm"])
+async def test_a_download_that_cannot_be_linked_safely_is_copied(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """A download someone else also links to is copied, so the video is nobody else's; so is one link() refuses."""
+    output = make_output(tmp_path, b"C" * 5000)
+    if why == "another_link":
+        os.link(output.path, tmp_path / "elsewhere")
+    else:
+        monkeypatch.setattr(local_plugin.os, "link", no_link(errno.EXDEV if why == "exdev" else errno.EPERM))
+    stored = await local_plugin.videoworker_store_output(make_request(), output, settings)
+    target = uri_path(stored.location)
+    assert os.stat(target).st_ino != os.stat(output.path).st_ino and target.read_bytes() == b"C" * 5000
+    assert sorted(p.name for p in target.parent.iterdir()) == ["0.mp4"]
+
+
+async def test_a_download_swapped_before_the_link_is_copied_from_what_was_opened(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If another file takes the download's name between its check and the link, the link is undone, and
+    the file that was opened and checked is copied instead."""
+    output = make_output(tmp_path, b"checked" * 100)
+    real_link = os.link
+
+    def swap_then_link(src: Any, dst: Any, **kwargs: Any) -> None:
+        os.rename(output.path, tmp_path / "kept")
+        Path(output.path).write_bytes(b"planted")
+        real_link(src, dst, **kwargs)
+
+    monkeypatch.setattr(local_plugin.os, "link", swap_then_link)
+    stored = await local_plugin.videoworker_store_output(make_request(), output, settings)
+    target = uri_path(stored.location)
+    assert target.read_bytes() == b"checked" * 100 and os.stat(target).st_ino != os.stat(tmp_path / "kept").st_ino
+    assert sorted(p.name for p in target.parent.iterdir()) == ["0.mp4"]
 
 
 async def test_local_storage_rerun_overwrites(settings: Settings, tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """Built-in plugin ``local``: keep every video under ``<data_dir>/videos/<id>/<index>.mp4``.
 
-The copy lands in a temporary file beside its target, is fsynced, then renamed, so a
-reader never sees half a video and a repeat after a crash rewrites the same path.
+The video lands under a temporary name beside its target, is fsynced, then renamed, so a
+reader never sees half a video and a repeat after a crash rewrites the same path. On the
+same file system the verified download is hard-linked there, not copied: no second write
+of every byte, and no second fsync of them. It is copied (in the kernel) when it sits on
+another file system, or is not a file only this process holds.
 Settings (``[plugins.local]``): ``dir`` overrides ``<data_dir>/videos``.
 
 Videos are private: each file is created 0600, or 0640 with ``file_mode = "0640"`` (for a
@@ -33,6 +36,8 @@ NAME = "local"
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: link() failures that mean "copy instead": another file system, or none of hard links (or too many)
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 # trylast: a default any other storage plugin runs before, so an installed store (S3, …)
@@ -88,45 +93,77 @@ def _open_dir(name: str, parent: int | None, mode: int, what: str) -> int:
 
 
 def _write(source: Path, target: Path, folder: int, mode: int) -> None:
-    """Copy ``source`` to a fresh temporary file in ``folder``, fsync it, and rename it over ``target``."""
+    """Link or copy ``source`` to a fresh temporary name in ``folder``, fsync it, and rename it over ``target``."""
     tmp = f".{target.name}.{os.getpid()}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp, dir_fd=folder)  # a crashed run's leftover; unlinking a link leaves its target alone
-    dst = os.open(tmp, _NEW_FILE, mode, dir_fd=folder)
+    src = _open_source(source)
     try:
-        os.fchmod(dst, mode)
-        _copy(source, dst)
-        os.fsync(dst)
-        os.replace(target.parent / tmp, target)
-        _check_landed(target, folder, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=folder)
-        raise
+        linked = _link(src, source, tmp, folder)
+        dst = src if linked else os.open(tmp, _NEW_FILE, mode, dir_fd=folder)
+        try:
+            os.fchmod(dst, mode)
+            if not linked:
+                _copy(src, dst)
+            os.fsync(dst)  # a linked download was fsynced when it was written: this one finds nothing to do
+            os.replace(target.parent / tmp, target)
+            _check_landed(target, folder, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+        finally:
+            if dst != src:
+                os.close(dst)
     finally:
-        os.close(dst)
+        os.close(src)
 
 
-def _copy(source: Path, dst: int) -> None:
+def _open_source(source: Path) -> int:
     try:
-        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         _refuse_link(exc, str(source), None, f"download {source}")
         raise
-    with open(src, "rb") as reader:
-        # in the kernel, without a buffer per copy: up to max_concurrent_downloads run at once
-        offset, size = 0, os.fstat(src).st_size
-        try:
-            while offset < size and (sent := os.sendfile(dst, src, offset, size - offset)):
-                offset += sent
-        except OSError as exc:  # a file system without sendfile between files: copy through a buffer
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise
-        if offset < size:
+
+
+def _link(src: int, source: Path, tmp: str, folder: int) -> bool:
+    """Hard-link the download (open as ``src``) at ``tmp`` in ``folder``; False when a copy must do instead.
+
+    Only a regular file this process owns and nobody else links to is shared: a stored video
+    must not be reachable through a name someone else holds. Another file system, or one
+    without hard links, means a copy; so does a file swapped in since it was opened.
+    """
+    mine = os.fstat(src)
+    if not stat.S_ISREG(mine.st_mode) or mine.st_uid != os.geteuid() or mine.st_nlink != 1:
+        return False
+    try:
+        os.link(source, tmp, dst_dir_fd=folder, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _NO_LINK:
+            return False
+        raise
+    landed = os.stat(tmp, dir_fd=folder, follow_symlinks=False)
+    if (landed.st_dev, landed.st_ino) != (mine.st_dev, mine.st_ino):
+        os.unlink(tmp, dir_fd=folder)
+        return False
+    return True
+
+
+def _copy(src: int, dst: int) -> None:
+    # in the kernel, without a buffer per copy: up to max_concurrent_downloads run at once
+    offset, size = 0, os.fstat(src).st_size
+    try:
+        while offset < size and (sent := os.sendfile(dst, src, offset, size - offset)):
+            offset += sent
+    except OSError as exc:  # a file system without sendfile between files: copy through a buffer
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    if offset < size:
+        with open(src, "rb", closefd=False) as reader, open(dst, "wb", closefd=False) as writer:
             reader.seek(offset)
-            os.lseek(dst, offset, os.SEEK_SET)
-            with open(dst, "wb", closefd=False) as writer:
-                shutil.copyfileobj(reader, writer, 64 * 1024)
+            writer.seek(offset)
+            shutil.copyfileobj(reader, writer, 64 * 1024)
 
 
 def _check_landed(target: Path, folder: int, written: int) -> None:
