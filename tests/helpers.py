@@ -72,6 +72,10 @@ class MemoryPublisher:
     def keys(self, request_id: str) -> list[str]:
         return [m.routing_key for m in self.messages if m.message_id.startswith(f"{request_id}:")]
 
+    def keys_by_id(self) -> list[str]:
+        """The message ids published so far, in order."""
+        return [m.message_id for m in self.messages]
+
 
 async def closed_by_server(reader: asyncio.StreamReader) -> float:
     """Read until the server closes the connection (end of stream or reset); return when it did."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -234,3 +235,102 @@ async def test_a_round_cancelled_midway_is_not_published_again_by_the_last_pass(
     await relay.drain()
     assert sorted(publisher.message_ids) == [f"o-{i}:submitted" for i in range(4)]  # o-2 once, none twice
     assert await pending(r) == 0
+
+
+class SlowConfirms:
+    """The rig's publisher, except that publishes of ``held`` message ids wait for ``release`` before their confirm."""
+
+    def __init__(self, inner: Any, held: set[str]) -> None:
+        self.inner = inner
+        self.held = held
+        self.release = asyncio.Event()
+        self.calls: list[str] = []
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **kwargs: Any) -> None:
+        self.calls.append(message_id)
+        if message_id in self.held:
+            await self.release.wait()
+        await self.inner.publish(exchange, routing_key, body, message_id=message_id, **kwargs)
+
+
+async def test_rows_committed_while_a_batch_awaits_its_confirms_go_out_without_waiting(rig: RigFactory) -> None:
+    """A second round takes what was committed meanwhile, leaves out what the first is publishing, and
+    every row is published once and recorded sent once the confirms are in."""
+    r = await rig()
+    publisher = SlowConfirms(r.publisher, held={"o-0:submitted", "o-1:submitted"})
+    relay = OutboxRelay(r.ledger, publisher, "pipe-test", 30.0)
+    await r.ledger.enqueue(owed(2))
+    loop = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: len(publisher.calls) == 2, 5, "the first batch to be out, awaiting its confirms")
+        await r.ledger.enqueue([OutboxMessage("ex", "video.submitted", b"{}", "late:submitted", "late")])
+        relay.wake()
+        await until(lambda: "late:submitted" in r.publisher.keys_by_id(), 5, "the late row, before the held confirms")
+        assert publisher.calls.count("o-0:submitted") == 1 and publisher.calls.count("o-1:submitted") == 1
+        publisher.release.set()
+
+        async def all_sent() -> bool:
+            return await pending(r) == 0
+
+        await until(all_sent, 5, "every row recorded sent")
+        assert sorted(publisher.calls) == ["late:submitted", "o-0:submitted", "o-1:submitted"]
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def test_a_claim_leaves_out_the_rows_it_is_told_to_skip(rig: RigFactory) -> None:
+    """``skip``: rows a round of this relay is publishing are not leased again by the next."""
+    r = await rig()
+    await r.ledger.enqueue(owed(3))
+    first = await r.ledger.claim_outbox("me", time.time() + 30, 10)
+    again = await r.ledger.claim_outbox("me", time.time() + 30, 10, skip={first[0].id or 0, first[2].id or 0})
+    assert [m.id for m in again] == [first[1].id]
+
+
+class JitteryPublisher:
+    """The rig's publisher with confirms that take 0-5 ms, in any order, as under load."""
+
+    connected = True
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self.random = random.Random(7)
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **kwargs: Any) -> None:
+        self.calls.append(message_id)
+        await asyncio.sleep(self.random.uniform(0, 0.005))
+        await self.inner.publish(exchange, routing_key, body, message_id=message_id, **kwargs)
+
+
+async def test_overlapping_rounds_publish_every_row_once(rig: RigFactory) -> None:
+    """Rows committed in small groups while rounds overlap: none is claimed by two rounds, none is left."""
+    r = await rig()
+    publisher = JitteryPublisher(r.publisher)
+    relay = OutboxRelay(r.ledger, publisher, "overlap-test", 30.0)
+    loop = asyncio.create_task(relay.run())
+    try:
+        for group in range(60):
+            rows = [
+                OutboxMessage("ex", "video.submitted", b"{}", f"g{group}-{i}:submitted", f"g{group}-{i}")
+                for i in range(5)
+            ]
+            await r.ledger.enqueue(rows)
+            relay.wake()
+            await asyncio.sleep(0.002)
+
+        async def all_sent() -> bool:
+            return await pending(r) == 0
+
+        await until(all_sent, 15, "every row recorded sent")
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert len(publisher.calls) == 300 and len(set(publisher.calls)) == 300, "a row was published twice"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,10 +200,12 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def claim_outbox(
-        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = ()
+        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = (), skip: Collection[int] = ()
     ) -> list[OutboxMessage]:
         """Record ``sent`` as :meth:`mark_sent` does, then lease up to ``limit`` unsent outbox
-        messages, oldest first, in one transaction: a relay round costs one write, not two."""
+        messages, oldest first, in one transaction: a relay round costs one write, not two.
+
+        Messages in ``skip`` (the ones the caller is publishing now) are left out."""
 
     @abc.abstractmethod
     async def mark_sent(self, ids: Sequence[int]) -> None:

@@ -7,8 +7,13 @@ republishes the message: events are at least once, and each carries a stable
 
 A round is one ledger write and one batch of publishes: the write stamps the previous
 round's confirmed messages as sent and leases the next batch (``claim_outbox(sent=...)``).
-An event committed while a batch is out therefore waits for one write, not two, and a
-round that published anything is followed at once by one that records it.
+A round that published anything is followed at once by one that records it.
+
+An event committed while a batch awaits its confirms does not wait for them: a second
+round starts (at most :data:`_DEPTH` are out at once), leaving out the rows the first
+is publishing. One job's events still go out in the order they were committed: rows are
+claimed oldest first, and a later round's publishes are made after the earlier round's,
+onto the same lane (:class:`Publisher`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from videoworker.ledger.base import Ledger, OutboxMessage
 log = structlog.get_logger("videoworker.outbox")
 _BATCH = 256
 _IDLE = 1.0
+#: Rounds out at once: the second takes rows committed while the first awaits its confirms.
+_DEPTH = 2
 
 
 class Publisher(Protocol):
@@ -63,44 +70,88 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.failures = 0
         self._confirmed: list[int] = []  # published and confirmed, not yet recorded as sent
+        self._out: set[int] = set()  # claimed by a round that is still publishing them
+        self._claiming = asyncio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            sent = 0
-            try:
-                if self.broker.connected:
-                    sent = await self.flush()
-                else:  # the ledger may be up while the broker is not: record what it already confirmed
-                    await self.settle()
-                self.failures = 0
-            except Exception as exc:  # noqa: BLE001 - broker or ledger trouble: back off, keep the rows
-                self.failures += 1
-                delay = backoff(self.failures, base=0.5, cap=15)
-                log.warning("outbox publish failed; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
-                await asyncio.sleep(delay)
-                continue
-            # confirms not yet recorded: the next round records them (a flush, or a settle without the broker)
-            if sent < _BATCH and not self._confirmed:
-                await wait_or_time_out(self._wake, _IDLE)
+        rounds: set[asyncio.Task[int]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    if self.broker.connected:
+                        rounds.add(asyncio.create_task(self.flush()))
+                    else:  # the ledger may be up while the broker is not: record what it already confirmed
+                        await self.settle()
+                    due = await self._next_round(rounds)
+                    self.failures = 0
+                except Exception as exc:  # noqa: BLE001 - broker or ledger trouble: back off, keep the rows
+                    await asyncio.gather(*rounds, return_exceptions=True)  # what is out ends before the backoff
+                    rounds.clear()
+                    self.failures += 1
+                    delay = backoff(self.failures, base=0.5, cap=15)
+                    log.warning("outbox publish failed; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                    await asyncio.sleep(delay)
+                    continue
+                if not due:
+                    await wait_or_time_out(self._wake, _IDLE)
+        finally:
+            for task in rounds:
+                task.cancel()
+            await asyncio.gather(*rounds, return_exceptions=True)
+
+    async def _next_round(self, rounds: set[asyncio.Task[int]]) -> bool:
+        """Wait until the next round may start; True if it is due now, False if it may wait for rows.
+
+        A round is due at once when rows were committed meanwhile and fewer than :data:`_DEPTH`
+        are out, or when the last one filled its batch or left confirms to record. Raises
+        what a finished round raised.
+        """
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            while rounds:
+                done, _ = await asyncio.wait({*rounds, woken}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done & rounds:
+                    rounds.discard(task)
+                    if task.result() >= _BATCH:  # raises what the round raised
+                        self._wake.set()
+                if self._wake.is_set() and len(rounds) < _DEPTH:
+                    return True
+                if woken.done():  # woken while _DEPTH rounds are out: the next one waits for one of them
+                    woken = asyncio.ensure_future(asyncio.Event().wait())
+            return self._wake.is_set() or bool(self._confirmed)
+        finally:
+            woken.cancel()
 
     async def flush(self) -> int:
         """Record the last round's confirms, publish one batch; return how many were confirmed.
 
         What this batch confirmed is recorded by the next call, or by :meth:`settle`.
         """
-        batch = await self.ledger.claim_outbox(self.owner, time.time() + self.lease, _BATCH, sent=self._confirmed)
-        self._confirmed = []
+        async with self._claiming:  # one claim at a time: the next must know what this one took
+            sent, self._confirmed = self._confirmed, []  # confirms that arrive meanwhile wait for the next write
+            try:
+                batch = await self.ledger.claim_outbox(
+                    self.owner, time.time() + self.lease, _BATCH, sent=sent, skip=frozenset(self._out)
+                )
+            except BaseException:
+                self._confirmed[:0] = sent
+                raise
+            ids = {m.id for m in batch if m.id is not None}
+            self._out |= ids
         if not batch:
             return 0
         # each publish adds its row to _confirmed as its confirm arrives: a round cancelled midway
         # (the stop) still knows which rows went out, and the last pass does not send them again
-        results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)
+        finally:
+            self._out -= ids
         crashpoint("after_publish")
-        done = len(self._confirmed)
+        done = sum(1 for r in results if not isinstance(r, BaseException))
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             await self.settle()  # a backoff follows, maybe longer than a lease: record the confirms now

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 from videoworker.ledger import notifications_sql as nsql
@@ -31,15 +31,17 @@ class SQLiteExtras(Ledger):
         """Run ``fn`` on the writer thread, in its own savepoint."""
 
     async def claim_outbox(
-        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = ()
+        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = (), skip: Collection[int] = ()
     ) -> list[OutboxMessage]:
+        skipped = list(skip)
+
         def op(conn: sqlite3.Connection) -> list[OutboxMessage]:
             _mark_sent(conn, sent)
             rows = conn.execute(
                 f"SELECT {sql.OUTBOX_SELECT} FROM outbox"
                 " WHERE sent_at IS NULL AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
-                " ORDER BY id LIMIT ?",
-                (owner, now(), limit),
+                f" AND id NOT IN ({', '.join('?' * len(skipped))}) ORDER BY id LIMIT ?",
+                (owner, now(), *skipped, limit),
             ).fetchall()
             conn.executemany(
                 "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?", [(owner, until, r[0]) for r in rows]
