@@ -284,13 +284,133 @@ async def test_rows_committed_while_a_batch_awaits_its_confirms_go_out_without_w
             await loop
 
 
-async def test_a_claim_leaves_out_the_rows_it_is_told_to_skip(rig: RigFactory) -> None:
-    """``skip``: rows a round of this relay is publishing are not leased again by the next."""
+async def test_a_claim_leaves_out_the_requests_it_is_told_to_skip(rig: RigFactory) -> None:
+    """``skip_requests``: no row of a request this relay is publishing is leased again by the next round."""
     r = await rig()
     await r.ledger.enqueue(owed(3))
     first = await r.ledger.claim_outbox("me", time.time() + 30, 10)
-    again = await r.ledger.claim_outbox("me", time.time() + 30, 10, skip={first[0].id or 0, first[2].id or 0})
+    await r.ledger.enqueue([OutboxMessage("ex", "video.completed", b"{}", "o-0:completed", "o-0")])
+    again = await r.ledger.claim_outbox("me", time.time() + 30, 10, skip_requests={"o-0", "o-2"})
     assert [m.id for m in again] == [first[1].id]
+
+
+class GatedMarks:
+    """The rig's ledger, except that ``mark_sent`` waits for ``release`` once ``gated`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gated = False
+        self.waiting = False
+        self.release = asyncio.Event()
+
+    async def claim_outbox(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.inner.claim_outbox(*args, **kwargs)
+
+    async def mark_sent(self, ids: Any) -> None:
+        ids = list(ids)  # what the write carries is fixed when it is sent, as on a real connection
+        if self.gated:
+            self.waiting = True
+            await self.release.wait()
+        await self.inner.mark_sent(ids)
+
+
+async def test_confirms_that_arrive_while_settle_writes_are_kept_for_the_next_write(rig: RigFactory) -> None:
+    """A confirm that lands while ``settle`` awaits its write is recorded by the next write, not forgotten.
+
+    Before, ``settle`` emptied the list after its write: the confirm that came meanwhile
+    was dropped, and the row was published again after the lease ran out.
+    """
+    r = await rig()
+    ledger = GatedMarks(r.ledger)
+    publisher = HeldPublisher()  # o-2's confirm waits for release
+    relay = OutboxRelay(ledger, publisher, "settle-test", 30.0)  # type: ignore[arg-type]
+    await r.ledger.enqueue(owed(3))
+    round_ = asyncio.create_task(relay.flush())
+    await until(lambda: len(publisher.message_ids) == 2, 5, "two of the three confirmed")
+    ledger.gated = True
+    settling = asyncio.create_task(relay.settle())
+    await until(lambda: ledger.waiting, 5, "settle's write to be out")
+    publisher.release.set()
+    assert await round_ == 3  # o-2's confirm arrived while settle's write was out
+    ledger.release.set()
+    await settling
+    await relay.settle()
+    assert await pending(r) == 0
+
+
+class FailsOnce:
+    """The rig's publisher, except that the first publish of ``victim`` waits for ``fail`` and then raises."""
+
+    connected = True
+
+    def __init__(self, inner: Any, victim: str) -> None:
+        self.inner = inner
+        self.victim = victim
+        self.fail = asyncio.Event()
+        self.failed = False
+        self.calls: list[str] = []
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str, **kwargs: Any) -> None:
+        self.calls.append(message_id)
+        if message_id == self.victim and not self.failed:
+            await self.fail.wait()
+            self.failed = True
+            raise ConnectionError("channel closed before the confirm")
+        await self.inner.publish(exchange, routing_key, body, message_id=message_id, **kwargs)
+
+
+async def test_a_later_event_does_not_overtake_one_whose_publish_failed_in_the_same_batch(rig: RigFactory) -> None:
+    """One request's two rows in one batch: the second is not published until the first is confirmed."""
+    r = await rig()
+    publisher = FailsOnce(r.publisher, "o-0:submitted")
+    relay = OutboxRelay(r.ledger, publisher, "chain-test", 30.0)
+    await r.ledger.enqueue([*owed(2), OutboxMessage("ex", "video.completed", b"{}", "o-0:completed", "o-0")])
+    round_ = asyncio.create_task(relay.flush())
+    await until(lambda: "o-1:submitted" in r.publisher.keys_by_id(), 5, "the other request's row")
+    assert "o-0:completed" not in publisher.calls  # waits for o-0:submitted's confirm
+    publisher.fail.set()
+    with pytest.raises(ConnectionError):
+        await round_
+    assert "o-0:completed" not in publisher.calls
+    await relay.drain()
+    assert r.publisher.keys_by_id() == ["o-1:submitted", "o-0:submitted", "o-0:completed"]
+    assert await pending(r) == 0
+
+
+async def test_a_later_round_does_not_overtake_a_row_of_its_request_still_out(rig: RigFactory) -> None:
+    """A row committed while an earlier row of its request is out waits for that one, even when it fails.
+
+    Before, the second round took it, its confirm came first, and after the first row's
+    publish failed, consumers saw ``completed`` before ``submitted``.
+    """
+    r = await rig()
+    publisher = FailsOnce(r.publisher, "o-0:submitted")
+    relay = OutboxRelay(r.ledger, publisher, "order-test", 30.0)
+    await r.ledger.enqueue(owed(1))
+    loop = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: publisher.calls == ["o-0:submitted"], 5, "the first row to be out")
+        await r.ledger.enqueue(
+            [
+                OutboxMessage("ex", "video.completed", b"{}", "o-0:completed", "o-0"),
+                OutboxMessage("ex", "video.submitted", b"{}", "other:submitted", "other"),
+            ]
+        )
+        relay.wake()
+        await until(lambda: "other:submitted" in r.publisher.keys_by_id(), 5, "the second round")
+        assert "o-0:completed" not in publisher.calls
+        publisher.fail.set()
+
+        async def all_sent() -> bool:
+            return await pending(r) == 0
+
+        await until(all_sent, 10, "every row recorded sent")
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    mine = [k for k in r.publisher.keys_by_id() if k.startswith("o-0:")]
+    assert mine == ["o-0:submitted", "o-0:completed"]
 
 
 class JitteryPublisher:

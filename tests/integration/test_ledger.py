@@ -246,15 +246,16 @@ async def test_reply_body_without_targets_adds_nothing(ledger: Ledger) -> None:
 
 
 # --- outbox ------------------------------------------------------------------------------
-async def test_claim_outbox_leaves_out_what_it_is_told_to_skip(ledger: Ledger) -> None:
-    """``skip``: the rows a relay round is still publishing are not leased again by its next round."""
-    await ledger.enqueue([msg("r", n) for n in range(4)])
-    first = await ledger.claim_outbox("A", time.time() + HOUR, 2)
-    again = await ledger.claim_outbox("A", time.time() + HOUR, 10, skip={m.id for m in first if m.id is not None})
-    assert [m.message_id for m in again] == ["mid-2", "mid-3"]
+async def test_claim_outbox_leaves_out_the_requests_it_is_told_to_skip(ledger: Ledger) -> None:
+    """``skip_requests``: no row of a request a relay round is still publishing is leased by its next round."""
+    await ledger.enqueue([msg("r", 0), msg("s", 1), msg("r", 2), msg("t", 3)])
+    first = await ledger.claim_outbox("A", time.time() + HOUR, 1)
+    assert [m.message_id for m in first] == ["mid-0"]
+    again = await ledger.claim_outbox("A", time.time() + HOUR, 10, skip_requests={"r"})
+    assert [m.message_id for m in again] == ["mid-1", "mid-3"]
     # what is sent and what is skipped in one write: the sent rows are stamped, the skipped ones left alone
-    rest = await ledger.claim_outbox("A", time.time() + HOUR, 10, sent=[again[0].id or 0], skip=[first[0].id or 0])
-    assert [m.message_id for m in rest] == ["mid-1", "mid-3"]
+    rest = await ledger.claim_outbox("A", time.time() + HOUR, 10, sent=[again[0].id or 0], skip_requests=["t"])
+    assert [m.message_id for m in rest] == ["mid-0", "mid-2"]
 
 
 async def test_enqueue_and_claim_outbox_leases(ledger: Ledger) -> None:

@@ -200,12 +200,19 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def claim_outbox(
-        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = (), skip: Collection[int] = ()
+        self,
+        owner: str,
+        until: float,
+        limit: int,
+        *,
+        sent: Sequence[int] = (),
+        skip_requests: Collection[str] = (),
     ) -> list[OutboxMessage]:
         """Record ``sent`` as :meth:`mark_sent` does, then lease up to ``limit`` unsent outbox
         messages, oldest first, in one transaction: a relay round costs one write, not two.
 
-        Messages in ``skip`` (the ones the caller is publishing now) are left out."""
+        Every message of the requests in ``skip_requests`` is left out: the caller is still
+        publishing one of theirs, and a later one must not overtake it."""
 
     @abc.abstractmethod
     async def mark_sent(self, ids: Sequence[int]) -> None:

@@ -10,10 +10,12 @@ round's confirmed messages as sent and leases the next batch (``claim_outbox(sen
 A round that published anything is followed at once by one that records it.
 
 An event committed while a batch awaits its confirms does not wait for them: a second
-round starts (at most :data:`_DEPTH` are out at once), leaving out the rows the first
-is publishing. One job's events still go out in the order they were committed: rows are
-claimed oldest first, and a later round's publishes are made after the earlier round's,
-onto the same lane (:class:`Publisher`).
+round starts (at most :data:`_DEPTH` are out at once), leaving out every row of the
+requests the first is publishing. One job's events go out in the order they were
+committed, even when a publish fails: rows are claimed oldest first, a request's rows
+in one batch are published one after another, each once the one before is confirmed,
+and a request with a row still out is left to a later round. A failed row is claimed
+again before any later row of its request.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.failures = 0
         self._confirmed: list[int] = []  # published and confirmed, not yet recorded as sent
-        self._out: set[int] = set()  # claimed by a round that is still publishing them
+        self._out: set[str] = set()  # requests with a row claimed by a round that is still publishing it
         self._claiming = asyncio.Lock()
 
     def wake(self) -> None:
@@ -135,23 +137,25 @@ class OutboxRelay:
             sent, self._confirmed = self._confirmed, []  # confirms that arrive meanwhile wait for the next write
             try:
                 batch = await self.ledger.claim_outbox(
-                    self.owner, time.time() + self.lease, _BATCH, sent=sent, skip=frozenset(self._out)
+                    self.owner, time.time() + self.lease, _BATCH, sent=sent, skip_requests=frozenset(self._out)
                 )
             except BaseException:
                 self._confirmed[:0] = sent
                 raise
-            ids = {m.id for m in batch if m.id is not None}
-            self._out |= ids
+            chains: dict[str, list[OutboxMessage]] = {}
+            for message in batch:
+                chains.setdefault(message.request_id, []).append(message)
+            self._out |= chains.keys()
         if not batch:
             return 0
         # each publish adds its row to _confirmed as its confirm arrives: a round cancelled midway
         # (the stop) still knows which rows went out, and the last pass does not send them again
         try:
-            results = await asyncio.gather(*(self._publish(m) for m in batch), return_exceptions=True)
+            results = await asyncio.gather(*(self._publish_chain(c) for c in chains.values()), return_exceptions=True)
         finally:
-            self._out -= ids
+            self._out -= chains.keys()
         crashpoint("after_publish")
-        done = sum(1 for r in results if not isinstance(r, BaseException))
+        done = sum(r for r in results if not isinstance(r, BaseException))
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             await self.settle()  # a backoff follows, maybe longer than a lease: record the confirms now
@@ -161,10 +165,20 @@ class OutboxRelay:
         return done
 
     async def settle(self) -> None:
-        """Record what the last batch confirmed; at a stop, so a restart does not publish it again."""
-        if self._confirmed:
-            await self.ledger.mark_sent(self._confirmed)
-            self._confirmed = []
+        """Record what the last batch confirmed; at a stop, so a restart does not publish it again.
+
+        Holds the claim lock: a claim made meanwhile would not know these rows were sent.
+        Confirms that arrive while this write is out are kept for the next one.
+        """
+        async with self._claiming:
+            sent, self._confirmed = self._confirmed, []
+            if not sent:
+                return
+            try:
+                await self.ledger.mark_sent(sent)
+            except BaseException:
+                self._confirmed[:0] = sent
+                raise
 
     async def drain(self) -> None:
         """The stop's last pass, once the loop is gone: one more batch if the broker is up, then :meth:`settle`.
@@ -175,6 +189,16 @@ class OutboxRelay:
         if self.broker.connected:
             await self.flush()
         await self.settle()
+
+    async def _publish_chain(self, messages: list[OutboxMessage]) -> int:
+        """Publish one request's rows of a batch in order, each once the one before is confirmed.
+
+        A failure ends the chain: a later event must not reach consumers ahead of an earlier
+        one that will be published again.
+        """
+        for message in messages:
+            await self._publish(message)
+        return len(messages)
 
     async def _publish(self, message: OutboxMessage) -> None:
         try:

@@ -28,7 +28,8 @@ _INSERT_OUTBOX = (
 
 _CLAIM_OUTBOX = (
     "WITH marked AS (UPDATE outbox SET sent_at = $3 WHERE id = ANY($5::bigint[])),"
-    " picked AS (SELECT id FROM outbox WHERE sent_at IS NULL AND NOT id = ANY($5::bigint[] || $6::bigint[])"
+    " picked AS (SELECT id FROM outbox WHERE sent_at IS NULL AND NOT id = ANY($5::bigint[])"
+    " AND request_id <> ALL($6::text[])"
     " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)"
     " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
     " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
@@ -48,16 +49,23 @@ class PostgresExtras(Ledger):
         """One connection inside one transaction."""
 
     async def claim_outbox(
-        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = (), skip: Collection[int] = ()
+        self,
+        owner: str,
+        until: float,
+        limit: int,
+        *,
+        sent: Sequence[int] = (),
+        skip_requests: Collection[str] = (),
     ) -> list[OutboxMessage]:
-        """Stamp ``sent``, then lease the oldest unsent messages that are free, expired or already ours (not ``skip``).
+        """Stamp ``sent``, then lease the oldest unsent messages that are free, expired or already
+        ours, and not of a request in ``skip_requests``.
 
         One statement: a data-modifying ``WITH`` runs to completion even though nothing reads
         it, and the claim skips ``sent`` itself because both parts see the same snapshot.
         ``SKIP LOCKED``: publishers on several hosts share the backlog instead of
         serializing on its head.
         """
-        args = (owner, float(until), now(), limit_or_none(limit), list(sent), list(skip))
+        args = (owner, float(until), now(), limit_or_none(limit), list(sent), list(skip_requests))
         rows = await self._require().fetch(_CLAIM_OUTBOX, *args)
         return sorted((sql.outbox_message(r) for r in rows), key=lambda m: m.id or 0)  # RETURNING has no order
 

@@ -31,16 +31,22 @@ class SQLiteExtras(Ledger):
         """Run ``fn`` on the writer thread, in its own savepoint."""
 
     async def claim_outbox(
-        self, owner: str, until: float, limit: int, *, sent: Sequence[int] = (), skip: Collection[int] = ()
+        self,
+        owner: str,
+        until: float,
+        limit: int,
+        *,
+        sent: Sequence[int] = (),
+        skip_requests: Collection[str] = (),
     ) -> list[OutboxMessage]:
-        skipped = list(skip)
+        skipped = list(skip_requests)
 
         def op(conn: sqlite3.Connection) -> list[OutboxMessage]:
             _mark_sent(conn, sent)
             rows = conn.execute(
                 f"SELECT {sql.OUTBOX_SELECT} FROM outbox"
                 " WHERE sent_at IS NULL AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
-                f" AND id NOT IN ({', '.join('?' * len(skipped))}) ORDER BY id LIMIT ?",
+                f" AND request_id NOT IN ({', '.join('?' * len(skipped))}) ORDER BY id LIMIT ?",
                 (owner, now(), *skipped, limit),
             ).fetchall()
             conn.executemany(
