@@ -29,6 +29,33 @@ MP4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 Handler = Callable[[httpx.Request], Any]
 
 
+class FullDisk:
+    """A file whose writes after the first fail as a full disk would; records whether it was closed."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if self.writes > 1 or len(data) < download._WRITE_BATCH:
+            raise OSError(28, "No space left on device")
+        return self.inner.write(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def make_client(handler: Handler, **kwargs: Any) -> OpenRouterClient:
     return OpenRouterClient(BASE, KEY, transport=httpx.MockTransport(handler), **kwargs)
 
@@ -597,6 +624,65 @@ class TestDownload:
         assert made_in[0] != loop_thread and made_in[1] == loop_thread
         assert (tmp_path / "small.part").read_bytes() == MP4 and (tmp_path / "big.part").read_bytes() == b"".join(big)
         assert oct((tmp_path / "small.part").stat().st_mode & 0o777) == "0o600"
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize("size", ["small", "big"])
+    async def test_a_failed_write_closes_the_file(
+        self, size: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The disk fills up at the last write: a retryable error, the file closed and gone, no descriptor left open.
+
+        Before, the last write came after the file was handed to the closing thread, so a
+        failure there left it open; and a small video's file was never closed at all.
+        """
+        files: list[FullDisk] = []
+        real_create = download._create
+
+        def create(dest: Path, mode: int) -> IO[bytes]:
+            files.append(FullDisk(real_create(dest, mode)))
+            return files[-1]  # type: ignore[return-value]
+
+        monkeypatch.setattr(download, "_create", create)
+        chunks = [MP4] if size == "small" else [MP4, b"x" * 300_000, b"y" * 10]
+        dest = tmp_path / "video.part"
+        async with make_client(content_handler(httpx.Response(200, stream=ChunkStream(chunks)))) as client:
+            with pytest.raises(DownloadError) as info:
+                await client.download(JOB_ID, 0, dest, max_bytes=1 << 20)
+        assert info.value.retryable and "cannot write" in str(info.value)
+        assert len(files) == 1 and files[0].closed
+        assert not dest.exists()
+
+    @pytest.mark.asyncio
+    async def test_a_cancel_while_a_small_video_is_written_leaves_no_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The stop cancels a download while its thread is making the file: the cancel waits for it, then it is deleted.
+
+        Before, the cancel returned at once, the file was deleted before the thread made it,
+        and a ``.part`` was left behind.
+        """
+        entered, gate, made = threading.Event(), threading.Event(), threading.Event()
+        real_create = download._create
+
+        def create(dest: Path, mode: int) -> IO[bytes]:
+            entered.set()
+            gate.wait(5)
+            try:
+                return real_create(dest, mode)
+            finally:
+                made.set()
+
+        monkeypatch.setattr(download, "_create", create)
+        dest = tmp_path / "video.part"
+        async with make_client(content_handler(httpx.Response(200, content=MP4))) as client:
+            task = asyncio.create_task(client.download(JOB_ID, 0, dest, max_bytes=len(MP4)))
+            assert await asyncio.to_thread(entered.wait, 5), "the file was never made in a thread"
+            task.cancel()
+            threading.Timer(0.2, gate.set).start()  # the thread makes the file after the cancel
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await asyncio.to_thread(made.wait, 5), "the thread never finished"
+        assert not dest.exists()
 
     @pytest.mark.asyncio
     async def test_truncated(self, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -128,16 +129,21 @@ class _Sink:
             raise DownloadError(f"{self._where}: {self.size} bytes is not an MP4", retryable=False)
 
     async def finish(self) -> None:
-        """Write what is left, fsync and close in a thread (creating the file first if no batch did)."""
-        self._owned = False
+        """Write what is left, fsync and close in a thread (creating the file first if no batch did).
+
+        A cancel (the stop, the download deadline) waits for the thread: the caller then
+        deletes the file, and must not find it made, or still open, after it looked.
+        """
         if self._file is None:
-            await asyncio.to_thread(self._create_whole)
+            self._owned = False
+            await _to_thread_to_the_end(self._create_whole)
             return
-        self._write_pending(self._file)
-        await asyncio.to_thread(_fsync_and_close, self._file)
+        self._write_pending(self._file)  # a failure here leaves the file to abort()
+        self._owned = False
+        await _to_thread_to_the_end(_fsync_and_close, self._file)
 
     def abort(self) -> None:
-        """Close the file unless :meth:`finish` handed it to its thread. Safe to call twice."""
+        """Close the file unless :meth:`finish` handed it to its thread, which closes it. Safe to call twice."""
         if self._owned:
             self._owned = False
             if self._file is not None:
@@ -145,7 +151,11 @@ class _Sink:
 
     def _create_whole(self) -> None:
         file = _create(self._dest, self._mode)
-        self._write_pending(file)
+        try:
+            self._write_pending(file)
+        except BaseException:
+            file.close()
+            raise
         _fsync_and_close(file)
 
     def _check_head(self) -> None:
@@ -167,6 +177,20 @@ def _create(dest: Path, mode: int) -> IO[bytes]:
         return os.fdopen(fd, "wb")
     except BaseException:
         os.close(fd)
+        raise
+
+
+async def _to_thread_to_the_end(call: Callable[..., None], *args: object) -> None:
+    """Run ``call`` in a thread; if cancelled meanwhile, wait for the thread to end, then raise the cancel."""
+    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():  # a thread cannot be stopped: another cancel waits on too
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller hears the cancel, not what the thread raised
         raise
 
 
