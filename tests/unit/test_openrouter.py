@@ -232,6 +232,21 @@ class TestRequests:
         assert isinstance(transport, AiohttpTransport) and transport._max_connections == 92
         assert KEY not in repr(client) and KEY not in repr(client._http)
 
+    @pytest.mark.asyncio
+    async def test_a_closed_client_refuses_to_send(self) -> None:
+        """After ``aclose`` (the stop) a request raises at once, as httpx's client does; nothing is sent."""
+        sent: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return httpx.Response(200, json={"id": JOB_ID, "status": "pending"})
+
+        client = make_client(handler)
+        await client.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await client.poll(JOB_ID)
+        assert sent == []
+
 
 # --- where the key goes ----------------------------------------------------------------------
 

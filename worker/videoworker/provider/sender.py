@@ -46,6 +46,7 @@ class Sender:
         self.timeout = timeout
         self.transport = transport
         self._extensions = {"timeout": timeout.as_dict()}
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"Sender(base={httpx.URL(self.base).copy_with(path='/')!s})"  # the origin, never the headers
@@ -64,8 +65,11 @@ class Sender:
 
         The answer is closed on the way out: back to the pool when its body was read to the
         end, else its connection is dropped. Transport failures raise
-        :class:`httpx.RequestError`, as from :class:`httpx.AsyncClient`.
+        :class:`httpx.RequestError`, as from :class:`httpx.AsyncClient`; a request after
+        :meth:`aclose` raises :class:`RuntimeError`, as there.
         """
+        if self._closed:
+            raise RuntimeError("cannot send a request: the provider client is closed")
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/': {path!r}")
         url = self.base + path + (f"?{urlencode(params)}" if params else "")
@@ -81,5 +85,6 @@ class Sender:
             await response.aclose()
 
     async def aclose(self) -> None:
-        """Close the transport's pool; called once, at shutdown."""
+        """Close the transport's pool, at shutdown; later requests are refused."""
+        self._closed = True
         await self.transport.aclose()
