@@ -15,6 +15,7 @@ import pytest
 
 from tests.core.conftest import Rig
 from tests.helpers import make_request
+from videoworker.core import steps
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Move
 from videoworker.core.ownership import Leases
@@ -379,6 +380,56 @@ async def test_a_delivery_that_fails_for_good_fails_from_the_polled_state(rig: R
     assert row.state is JobState.FAILED and row.data["final"]["error"]["code"] == "download_failed"
     assert moves[-1][1] is JobState.FAILED and JobState.COMPLETED not in [new for _, new in moves]
     assert "completed" in [entry["state"] for entry in row.data["history"]] and row.data["output_count"] == 1
+
+
+async def test_a_delivery_that_crashes_writes_the_held_completed_before_it_waits(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deliver step that raises (a bug, not a refusal) records `completed` before its retry waits, as a retry does.
+
+    Before, the move stayed in memory only: the ledger said `submitted` through every retry.
+    """
+    seen: list[JobState | None] = []
+    deliver = steps.STEPS[Step.DELIVER]
+    r: Rig
+
+    async def crashes_once(job: Job, ctx: Any) -> Any:
+        row = await r.ledger.get(job.id)
+        seen.append(row.state if row else None)
+        if len(seen) == 1:
+            raise RuntimeError("a bug in delivery")
+        return await deliver(job, ctx)
+
+    monkeypatch.setitem(steps.STEPS, Step.DELIVER, crashes_once)
+    r = await rig()
+    await accept(r, "e-crash")
+    row = await r.final("e-crash", timeout=15)
+    assert row.state is JobState.DONE and len(seen) == 2
+    assert seen[0] is not JobState.COMPLETED and seen[1] is JobState.COMPLETED
+
+
+async def test_the_stop_records_a_held_completed(rig: RigFactory) -> None:
+    """A delivery cut by the stop leaves the job `completed` in the ledger: the next owner does not poll again."""
+    from videoworker import OutputFile, StoredOutput, hookimpl
+
+    entered = asyncio.Event()
+
+    class Hangs:
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            entered.set()
+            await asyncio.Event().wait()
+            return None
+
+    r = await rig(plugins={"hangs": Hangs()})
+    await accept(r, "e-stop")
+    await asyncio.wait_for(entered.wait(), 15)
+    row = await r.ledger.get("e-stop")
+    assert row is not None and row.state is not JobState.COMPLETED  # held in memory only
+    await r.engine.stop(0)
+    assert await r.engine.record_held() == 1
+    row = await r.ledger.get("e-stop")
+    assert row is not None and row.state is JobState.COMPLETED and row.data["output_count"] == 1
 
 
 async def test_finished_jobs_waiting_for_a_delivery_worker_are_counted(rig: RigFactory) -> None:

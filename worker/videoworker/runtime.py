@@ -272,6 +272,7 @@ class Daemon:
             await stop.step("stop the callback receiver", self.callbacks.stop(), cap=0.2)
             await stop.step("stop forwarding hints", self.hints.stop(), cap=0.1)
         await self.engine.stop(self.settings.shutdown_grace)
+        await stop.step("record held results", self.engine.record_held(), cap=0.3)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

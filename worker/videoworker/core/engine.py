@@ -23,11 +23,11 @@ from videoworker.core.jobs import Job, JobTable
 from videoworker.core.outcomes import Again, Move, Outcome, Release
 from videoworker.core.polling import DURATIONS_FILE, PollPlanner
 from videoworker.core.ports import Provider
+from videoworker.core.reconcile import reconcile_unknown
 from videoworker.core.recorder import Recorder
 from videoworker.core.schedule import Timers, backoff, persist
 from videoworker.core.states import JobState, Step, step_for
 from videoworker.core.steps import STEPS, StepFunction
-from videoworker.core.steps.submit import stamp
 from videoworker.core.workdir import Workdir, sweep_finished
 from videoworker.ledger.base import JobRecord, Ledger, ReplyTarget
 from videoworker.plugins.hooks import Hooks
@@ -161,7 +161,7 @@ class Engine:
             return False
         if job.record.state is JobState.AWAITING_CALLBACK and reconcile:
             job.hinted = True
-            task = asyncio.create_task(self._reconcile(job, job_id))
+            task = asyncio.create_task(reconcile_unknown(self.ledger, job, job_id, self._record, self._moved))
             self._reconciling.add(task)
             task.add_done_callback(self._reconciling.discard)
             return True
@@ -173,29 +173,6 @@ class Engine:
         job.hinted = True
         self._schedule(Step.POLL, request_id, 0)
         return True
-
-    async def _reconcile(self, job: Job, job_id: str) -> None:
-        """An unknown submit's callback named its job: record the job id and poll it, as if the submit had answered.
-
-        A job id the ledger already holds for another request is refused: one provider job
-        never serves two requests. The poll that follows, not the callback, decides the outcome.
-        """
-        try:
-            other = await self.ledger.by_job_id(job_id)
-            if other is not None and other.request_id != job.id:
-                log.warning("callback names a job another request holds; ignored", request_id=job.id, job_id=job_id)
-                return
-            data = {k: v for k, v in job.record.data.items() if k not in ("unknown_until", "unknown_reason")}
-            data = {**stamp(data, "submitted"), "submitted_at": time.time(), "reconciled": True}
-            move = Move(JobState.SUBMITTED, data=data, job_id=job_id)
-            if await self._record(job, move):
-                metrics.SUBMITS_RECONCILED.inc()
-                log.warning("reconciled an unknown submit from its callback", request_id=job.id, job_id=job_id)
-                await self._moved(job, move)
-        except Exception:
-            log.exception("could not reconcile an unknown submit; its timer still runs", request_id=job.id)
-        finally:
-            job.hinted = False
 
     def _schedule(self, step: Step, request_id: str, after: float) -> None:
         """Queue ``step`` for the job now or in ``after`` seconds; the job's earlier timer, if any, is dropped."""
@@ -236,7 +213,8 @@ class Engine:
                     job.step_errors += 1
                     delay = backoff(job.step_errors, base=5 * self.settings.retry_backoff_base)
                     log.exception("step crashed; retrying later", step=step.value, retry_in=round(delay, 2))
-                    self._schedule(step, request_id, delay)
+                    if await self._record_held(job):
+                        self._schedule(step, request_id, delay)
                 finally:
                     if step is Step.SUBMIT:
                         self._submitting -= 1
@@ -258,6 +236,31 @@ class Engine:
             await self._moved(job, outcome)
         elif await self._record(job, outcome):
             await self._moved(job, outcome)
+
+    async def _record_held(self, job: Job) -> bool:
+        """Before a crashed step waits to run again: write the move it held, as a retry does; False if the job is gone.
+
+        A ledger that fails here too leaves the move held; the step's next run tries again.
+        """
+        if job.unrecorded is None:
+            return True
+        try:
+            return await self._record(job, None)
+        except Exception as exc:  # noqa: BLE001 - the ledger's trouble; the step is rescheduled all the same
+            log.warning("could not record the held move; kept for the next try", error=f"{type(exc).__name__}: {exc}")
+            return True
+
+    async def record_held(self) -> int:
+        """At the stop, once no step runs: write the moves still held in memory; return how many landed.
+
+        A job whose poll found it completed then resumes at delivery on the next owner, not
+        with another poll. The caller bounds the wait; what is not written is only a poll lost.
+        """
+        landed = 0
+        for job in self.jobs:
+            if job.unrecorded is not None and await self.recorder.catch_up(job):
+                landed += 1
+        return landed
 
     async def _record(self, job: Job, move: Move | None) -> bool:
         """Record a move (None: the held one). A POST's answer exists only in memory: retried until it lands."""

@@ -102,6 +102,7 @@ class Recorder:
         anything waits on the ledger: until then a crash leaves the job in its recorded state.
         """
         assert event_for(move.to) is None and move.data is not None, "a held move owes no event"
+        assert move.budget is None, "a held move settles no budget: that must land with its own write"
         job.unrecorded = job.recorded_state
         _apply(job.record, move, with_history(move.data, move.to.value))
 
