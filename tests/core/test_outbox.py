@@ -377,6 +377,25 @@ async def test_a_later_event_does_not_overtake_one_whose_publish_failed_in_the_s
     assert await pending(r) == 0
 
 
+async def test_a_requests_reply_does_not_wait_for_its_events_confirm(rig: RigFactory) -> None:
+    """An event and a reply go to different places: the reply is published while the event's confirm is out."""
+    r = await rig()
+    publisher = SlowConfirms(r.publisher, held={"o-0:completed"})
+    relay = OutboxRelay(r.ledger, publisher, "side-test", 30.0)
+    await r.ledger.enqueue(
+        [
+            OutboxMessage("ex", "video.completed", b"{}", "o-0:completed", "o-0"),
+            OutboxMessage("", "reply-q", b"{}", "o-0:reply", "o-0"),
+        ]
+    )
+    round_ = asyncio.create_task(relay.flush())
+    try:
+        await until(lambda: "o-0:reply" in r.publisher.keys_by_id(), 5, "the reply, while the event's confirm is held")
+    finally:
+        publisher.release.set()
+    assert await round_ == 2
+
+
 async def test_a_later_round_does_not_overtake_a_row_of_its_request_still_out(rig: RigFactory) -> None:
     """A row committed while an earlier row of its request is out waits for that one, even when it fails.
 

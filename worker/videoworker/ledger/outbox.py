@@ -13,7 +13,8 @@ An event committed while a batch awaits its confirms does not wait for them: a s
 round starts (at most :data:`_DEPTH` are out at once), leaving out every row of the
 requests the first is publishing. One job's events go out in the order they were
 committed, even when a publish fails: rows are claimed oldest first, a request's rows
-in one batch are published one after another, each once the one before is confirmed,
+to one exchange in one batch are published one after another, each once the one before
+is confirmed (its events, or its replies; an event and a reply go out side by side),
 and a request with a row still out is left to a later round. A failed row is claimed
 again before any later row of its request.
 """
@@ -142,10 +143,11 @@ class OutboxRelay:
             except BaseException:
                 self._confirmed[:0] = sent
                 raise
-            chains: dict[str, list[OutboxMessage]] = {}
+            chains: dict[tuple[str, str], list[OutboxMessage]] = {}
             for message in batch:
-                chains.setdefault(message.request_id, []).append(message)
-            self._out |= chains.keys()
+                chains.setdefault((message.request_id, message.exchange), []).append(message)
+            requests = {message.request_id for message in batch}
+            self._out |= requests
         if not batch:
             return 0
         # each publish adds its row to _confirmed as its confirm arrives: a round cancelled midway
@@ -153,7 +155,7 @@ class OutboxRelay:
         try:
             results = await asyncio.gather(*(self._publish_chain(c) for c in chains.values()), return_exceptions=True)
         finally:
-            self._out -= chains.keys()
+            self._out -= requests
         crashpoint("after_publish")
         done = sum(r for r in results if not isinstance(r, BaseException))
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -191,7 +193,7 @@ class OutboxRelay:
         await self.settle()
 
     async def _publish_chain(self, messages: list[OutboxMessage]) -> int:
-        """Publish one request's rows of a batch in order, each once the one before is confirmed.
+        """Publish one request's rows to one exchange in order, each once the one before is confirmed.
 
         A failure ends the chain: a later event must not reach consumers ahead of an earlier
         one that will be published again.
