@@ -16,12 +16,18 @@ Policies, each swept over its parameter to draw a curve:
 - ``planner``: ours, with the same ``min`` and ``max`` as the backoff.
 
 Delay is the time from a job's end to the poll that finds it ended. One JSON line per
-point; the ratios at the standard point (2–5 s, the issue's setting) are printed last.
+point; then the standard point (2–5 s, the issue's setting) replayed as a cold burst
+(below); the ratios at the standard point are printed last.
+
+The cold burst is a daemon's first start, with nothing learned: 1,000 jobs submitted
+within 2.5 s, all in flight at once, replayed in order of their poll times. The planner
+learns only from the jobs it finds finished, and in a burst the shortest finish first.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import random
 import statistics
@@ -86,6 +92,61 @@ def replay_planner(planner: PollPlanner, durations: list[float], warm: int) -> t
             polls.append(n)
             delays.append(t - duration)
     return polls, delays
+
+
+def replay_burst(
+    gap: Callable[[float, int], float], learn: Callable[[float, float | None], None], durations: list[float], seed: int
+) -> tuple[list[int], list[float]]:
+    """Polls and delay of jobs submitted together (within 2.5 s), each poll taken in time order.
+
+    ``gap(elapsed, polls)`` is a policy's next gap; ``learn(seconds, lower)`` sees each job found finished.
+    """
+    rng = random.Random(seed)
+    submitted = [rng.uniform(0, 2.5) for _ in durations]
+    running_at: list[float | None] = [None] * len(durations)
+    count = [0] * len(durations)
+    due = [(at + gap(0.0, 0), i) for i, at in enumerate(submitted)]
+    heapq.heapify(due)
+    polls, delays = [], []
+    while due:
+        now, i = heapq.heappop(due)
+        count[i] += 1
+        elapsed = now - submitted[i]
+        if elapsed >= durations[i]:
+            learn(elapsed, running_at[i])
+            polls.append(count[i])
+            delays.append(elapsed - durations[i])
+        else:
+            running_at[i] = elapsed
+            heapq.heappush(due, (now + gap(elapsed, count[i]), i))
+    return polls, delays
+
+
+def cold_burst(low: float, high: float, jobs: int, seed: int) -> list[dict[str, Any]]:
+    """The bare loop's backoff and a planner that has learned nothing, on one burst of ``jobs``."""
+    rng = random.Random(seed)
+    durations = [rng.uniform(low, high) for _ in range(jobs)]
+    label = {"jobs_s": f"{low:g}-{high:g}", "cold_burst": jobs}
+
+    def floor_gap(elapsed: float, polls: int) -> float:
+        return min(2 * 1.5 ** min(polls, 40), 5.0)
+
+    random.seed(seed)
+    planner = PollPlanner(2, 5)
+    return [
+        figures("backoff", 5, *replay_burst(floor_gap, lambda s, lower: None, durations, seed), **label),
+        figures(
+            "planner",
+            5,
+            *replay_burst(
+                lambda e, n: planner.next_gap("m", e, n),
+                lambda s, lower: planner.learn("m", s, lower=lower),
+                durations,
+                seed,
+            ),
+            **label,
+        ),
+    ]
 
 
 def figures(label: str, parameter: float, polls: list[int], delays: list[float], **extra: Any) -> dict[str, Any]:
@@ -164,7 +225,7 @@ def main() -> None:
     parser.add_argument("--png", type=Path, help="draw the curves (needs the bench extra: matplotlib)")
     args = parser.parse_args()
     points = [p for low, high in ((20, 30), (60, 180)) for p in curves(low, high, args.jobs, args.warm, args.seed)]
-    for point in points:
+    for point in [*points, *cold_burst(20, 30, 1000, args.seed)]:
         print(json.dumps(point))
     standard = {p["policy"]: p for p in points if p["jobs_s"] == "20-30" and p["parameter"] == 5}
     floor, ours = standard["backoff"], standard["planner"]
