@@ -473,3 +473,38 @@ async def test_overlapping_rounds_publish_every_row_once(rig: RigFactory) -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await loop
     assert len(publisher.calls) == 300 and len(set(publisher.calls)) == 300, "a row was published twice"
+
+
+async def test_a_second_instance_does_not_overtake_a_row_the_first_has_out(rig: RigFactory) -> None:
+    """Two instances' relays on one outbox: a request's later row waits while another instance has its earlier one out.
+
+    Before, the second relay leased ``completed`` at once (the claim looked only at each
+    row's own lease), and after the first relay's publish of ``submitted`` failed,
+    consumers saw ``completed`` first.
+    """
+    r = await rig()
+    publisher = FailsOnce(r.publisher, "o-0:submitted")
+    first = OutboxRelay(r.ledger, publisher, "instance-a", 30.0)
+    second = OutboxRelay(r.ledger, r.publisher, "instance-b", 30.0)
+    await r.ledger.enqueue(owed(1))
+    out = asyncio.create_task(first.flush())
+    await until(lambda: publisher.calls == ["o-0:submitted"], 5, "the first instance's row to be out")
+    await r.ledger.enqueue(
+        [
+            OutboxMessage("ex", "video.completed", b"{}", "o-0:completed", "o-0"),
+            OutboxMessage("ex", "video.submitted", b"{}", "other:submitted", "other"),
+        ]
+    )
+    assert await second.flush() == 1
+    assert r.publisher.keys_by_id() == ["other:submitted"]
+    publisher.fail.set()
+    with pytest.raises(ConnectionError):
+        await out
+    # the first instance still holds the failed row's lease: the second leaves the request alone
+    assert await second.flush() == 0
+    # the first retries in order; the second then records what it confirmed
+    assert await first.flush() == 2
+    await first.settle()
+    await second.settle()
+    assert [k for k in r.publisher.keys_by_id() if k.startswith("o-0:")] == ["o-0:submitted", "o-0:completed"]
+    assert await pending(r) == 0

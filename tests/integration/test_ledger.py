@@ -28,6 +28,7 @@ from videoworker.ledger import SCHEMA_VERSION, open_ledger
 from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, ReplyTarget
 from videoworker.ledger.outbox import OutboxRelay
 from videoworker.ledger.postgres import PostgresLedger
+from videoworker.ledger.postgres_extras import claim_outbox_in
 from videoworker.ledger.sqlite import SQLiteLedger
 from videoworker.testing.recorder import until
 
@@ -258,12 +259,37 @@ async def test_claim_outbox_leaves_out_the_requests_it_is_told_to_skip(ledger: L
     assert [m.message_id for m in rest] == ["mid-0", "mid-2"]
 
 
+async def test_claim_outbox_leaves_a_request_to_the_peer_that_has_its_earlier_row(ledger: Ledger) -> None:
+    """A row whose request has an earlier unsent row under another owner's live lease waits for that row.
+
+    Otherwise a second instance publishes a job's ``completed`` while the first still has
+    its ``submitted`` out, and a failed publish of the first puts them out of order.
+    """
+    await ledger.enqueue([msg("r", 0), msg("s", 1), msg("r", 2)])
+    assert [m.message_id for m in await ledger.claim_outbox("A", time.time() + HOUR, 1)] == ["mid-0"]
+    peer = await ledger.claim_outbox("B", time.time() + HOUR, 10)
+    assert [m.message_id for m in peer] == ["mid-1"]
+    # the owner of the earlier row takes the later one too, in order
+    assert [m.message_id for m in await ledger.claim_outbox("A", time.time() + HOUR, 10)] == ["mid-0", "mid-2"]
+    # A's lease runs out: B takes the request's rows, oldest first, beside its own
+    await ledger.claim_outbox("A", time.time() - 10, 10)
+    taken = await ledger.claim_outbox("B", time.time() + HOUR, 10)
+    assert [m.message_id for m in taken] == ["mid-0", "mid-1", "mid-2"]
+    # once the earlier row is sent, the later one is free to any claimer whose lease it is not under
+    await ledger.enqueue([msg("q", 3), msg("q", 4)])
+    first = await ledger.claim_outbox("A", time.time() + HOUR, 1, sent=[m.id or 0 for m in taken])
+    assert [m.message_id for m in first] == ["mid-3"]
+    assert await ledger.claim_outbox("C", time.time() + HOUR, 10) == []
+    await ledger.mark_sent([first[0].id or 0])
+    assert [m.message_id for m in await ledger.claim_outbox("C", time.time() + HOUR, 10)] == ["mid-4"]
+
+
 async def test_enqueue_and_claim_outbox_leases(ledger: Ledger) -> None:
-    await ledger.enqueue([msg("r", n) for n in range(3)])
+    await ledger.enqueue([msg(f"r{n}", n) for n in range(3)])
     await ledger.enqueue([])
     first = await ledger.claim_outbox("A", time.time() + HOUR, 2)
     assert [m.message_id for m in first] == ["mid-0", "mid-1"]  # oldest first
-    assert first[0] == OutboxMessage("events", "video.0", b"\x00body-0", "mid-0", "r", None, id=first[0].id)
+    assert first[0] == OutboxMessage("events", "video.0", b"\x00body-0", "mid-0", "r0", None, id=first[0].id)
     second = await ledger.claim_outbox("B", time.time() + HOUR, 10)
     assert [m.message_id for m in second] == ["mid-2"]  # A's leased rows are not B's
     assert await ledger.claim_outbox("C", time.time() + HOUR, 10) == []
@@ -329,11 +355,27 @@ async def test_claim_outbox_records_sent_rows_a_peer_has_taken_since(ledger: Led
 
 
 async def test_claim_outbox_from_two_instances_splits_rows(store: Opener) -> None:
+    """Concurrent claims from two instances share the backlog: each row is published by one owner, once,
+    and a request's unsent rows are never out with two owners at once."""
     a, b = await store(), await store()
-    await a.enqueue([msg("r", n) for n in range(40)])
-    got = await asyncio.gather(*(led.claim_outbox(f"p{i}", time.time() + HOUR, 5) for i, led in enumerate([a, b] * 4)))
-    ids = [m.id for batch in got for m in batch]
-    assert len(ids) == 40 and len(set(ids)) == 40
+    await a.enqueue([msg(f"r{n % 8}", n) for n in range(40)])
+    claimers = [(f"p{i}", led) for i, led in enumerate([a, b] * 4)]
+    out: dict[str, list[OutboxMessage]] = {owner: [] for owner, _ in claimers}  # claimed, published, not yet sent
+    published: list[str] = []
+    for _ in range(100):  # each claim records the owner's last batch as sent, as the relay does
+        batches = await asyncio.gather(
+            *(led.claim_outbox(o, time.time() + HOUR, 5, sent=[m.id or 0 for m in out[o]]) for o, led in claimers)
+        )
+        out = {owner: batch for (owner, _), batch in zip(claimers, batches, strict=True)}
+        holders: dict[str, set[str]] = {}
+        for owner, batch in out.items():
+            published += [m.message_id for m in batch]
+            for m in batch:
+                holders.setdefault(m.request_id, set()).add(owner)
+        assert all(len(h) == 1 for h in holders.values()), holders
+        if len(published) >= 40:  # not "a round took nothing": claims that collide may all come back empty
+            break
+    assert sorted(published) == sorted(f"mid-{n}" for n in range(40))
 
 
 # --- leases ------------------------------------------------------------------------------
@@ -480,6 +522,30 @@ async def pg_schema() -> AsyncIterator[str]:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+async def test_a_claim_leaves_alone_a_request_a_peer_is_claiming_right_now(pg_schema: str) -> None:
+    """PostgreSQL: a peer's claim not yet committed holds its requests; another claim takes none of their rows.
+
+    The peer's claim is paused inside its transaction, after it leased the request's first
+    row and before its commit. Before, ``SKIP LOCKED`` passed over that locked row and the
+    second claim leased the request's next row, which then went out ahead of the first.
+    """
+    ledger = PostgresLedger(PG_URL, schema=pg_schema)
+    await ledger.open()
+    peer = await asyncpg.connect(PG_URL, server_settings={"search_path": pg_schema})
+    try:
+        await ledger.enqueue([msg("r", 0), msg("s", 1), msg("r", 2)])
+        async with peer.transaction():
+            mine = await claim_outbox_in(peer, "A", time.time() + HOUR, 1)
+            assert [m.message_id for m in mine] == ["mid-0"]
+            assert [m.message_id for m in await ledger.claim_outbox("B", time.time() + HOUR, 10)] == ["mid-1"]
+        # committed: the lease on r's first row now keeps r's later row from B
+        assert [m.message_id for m in await ledger.claim_outbox("B", time.time() + HOUR, 10)] == ["mid-1"]
+        assert [m.message_id for m in await ledger.claim_outbox("A", time.time() + HOUR, 10)] == ["mid-0", "mid-2"]
+    finally:
+        await peer.close()
+        await ledger.close()
 
 
 async def test_postgres_concurrent_schema_creation(pg_schema: str) -> None:

@@ -44,6 +44,7 @@ ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
 V3_TABLES = ("budget_days", "notifications")
 V3_INDEXES = {"notifications_due", "notifications_order", "notifications_state"}
 V4_INDEXES = {"jobs_updated", "jobs_untrimmed", "jobs_job_id", "outbox_sent", "notifications_delivered"}
+V5_INDEXES = {"outbox_pending_request"}
 #: When the version-2 code stamped the fixture (wall-clock seconds, as it records them).
 V2_STAMPS = ((1, 1704067800.5), (2, 1704067800.5))
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -319,19 +320,19 @@ async def test_v1_ledger_is_upgraded_with_every_row_intact(stores: StoreFactory)
 
 
 async def test_v2_ledger_is_upgraded_with_every_row_intact(stores: StoreFactory) -> None:
-    """Opening a version-2 ledger runs migrations 3 and 4 only, keeps every row and stamp, and matches a new one."""
+    """Opening a version-2 ledger runs migrations 3 to 5 only, keeps every row and stamp, and matches a new one."""
     store, fresh = stores(), stores()
     await store.load(2)
     before = await store.rows()
     assert [row[0] for row in before["schema_version"]] == [1, 2] and not set(V3_TABLES) & set(before)
 
     led = await store.open()
-    assert await led.schema_version() == SCHEMA_VERSION == 4
+    assert await led.schema_version() == SCHEMA_VERSION == 5
     after = await store.rows()
     _assert_carried_over(before, after)
     assert after["schema_version"][:2] == [(v, at) for v, at in V2_STAMPS]
     assert all(abs(at - time.time()) < HOUR for _, at in after["schema_version"][2:])
-    assert await store.indexes() >= V3_INDEXES | V4_INDEXES
+    assert await store.indexes() >= V3_INDEXES | V4_INDEXES | V5_INDEXES
     await fresh.open()
     assert await store.catalog() == await fresh.catalog()
 

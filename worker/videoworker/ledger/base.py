@@ -212,7 +212,9 @@ class Ledger(abc.ABC):
         messages, oldest first, in one transaction: a relay round costs one write, not two.
 
         Every message of the requests in ``skip_requests`` is left out: the caller is still
-        publishing one of theirs, and a later one must not overtake it."""
+        publishing one of theirs, and a later one must not overtake it. So is a message with
+        an earlier unsent one of its request under another owner's live lease, and every
+        message of a request a concurrent claim is taking: another instance has it out."""
 
     @abc.abstractmethod
     async def mark_sent(self, ids: Sequence[int]) -> None:

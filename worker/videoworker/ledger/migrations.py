@@ -68,6 +68,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs_live_owner: an index for one owner's live rows", lambda d: [sql.live_owner_index()]),
     Migration(3, "notifications and budget_days: owed notifier deliveries and each day's spend", nsql.schema_v3),
     Migration(4, "retention and operations: jobs.trimmed, indexes by change time and provider job id", osql.schema_v4),
+    Migration(5, "outbox_pending_request: a request's unsent outbox rows, so claims keep its order", sql.schema_v5),
 )
 
 #: The version this code creates and understands.

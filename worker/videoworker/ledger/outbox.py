@@ -16,7 +16,9 @@ committed, even when a publish fails: rows are claimed oldest first, a request's
 to one exchange in one batch are published one after another, each once the one before
 is confirmed (its events, or its replies; an event and a reply go out side by side),
 and a request with a row still out is left to a later round. A failed row is claimed
-again before any later row of its request.
+again before any later row of its request. The same holds across instances: a claim
+leaves out a row whose request has an earlier unsent row leased to another instance
+(until that lease runs out).
 """
 
 from __future__ import annotations

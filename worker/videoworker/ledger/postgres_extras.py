@@ -26,15 +26,61 @@ _INSERT_OUTBOX = (
     " WITH ORDINALITY AS u (r, e, k, m, c, b, n) ORDER BY n"
 )
 
+#: Outbox claims lock each request they may take rows of under (this, hashtext(request_id)):
+#: the two-key form, apart from the one-key schema lock. "VWOB".
+OUTBOX_LOCK_CLASS = 0x5657_4F42
+_CLAIMABLE = "sent_at IS NULL AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < {at})"
+# The requests of the first ``limit`` claimable rows that no concurrent claim holds. A
+# collision of two requests' hashes only leaves one of them to a later round.
+_LOCK_REQUESTS = (
+    "WITH marked AS (UPDATE outbox SET sent_at = $2 WHERE id = ANY($4::bigint[])),"
+    " head AS MATERIALIZED (SELECT request_id FROM outbox WHERE " + _CLAIMABLE.format(at="$2") + ""
+    " AND NOT id = ANY($4::bigint[]) AND request_id <> ALL($5::text[]) ORDER BY id LIMIT $3)"
+    f" SELECT DISTINCT request_id FROM head WHERE pg_try_advisory_xact_lock({OUTBOX_LOCK_CLASS}, hashtext(request_id))"
+)
+# Leases those requests' claimable rows, with a snapshot taken after their locks, except a
+# row with an earlier unsent row of its request under another owner's live lease
+# (``blocked``): the peer publishes that one first, and again if it fails. Grouped over
+# the chosen requests' rows rather than a subquery per row: the plan stays one search of
+# outbox_pending_request with or without table statistics (per row, the planner once
+# scanned the whole table).
 _CLAIM_OUTBOX = (
-    "WITH marked AS (UPDATE outbox SET sent_at = $3 WHERE id = ANY($5::bigint[])),"
-    " picked AS (SELECT id FROM outbox WHERE sent_at IS NULL AND NOT id = ANY($5::bigint[])"
-    " AND request_id <> ALL($6::text[])"
-    " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)"
-    " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    "WITH blocked AS (SELECT request_id, min(id) AS first FROM outbox WHERE request_id = ANY($4::text[])"
+    " AND sent_at IS NULL AND lease_owner <> $1 AND lease_until >= $3 GROUP BY request_id),"
+    " picked AS (SELECT id FROM outbox WHERE request_id = ANY($4::text[]) AND " + _CLAIMABLE.format(at="$3") + ""
+    " AND NOT EXISTS (SELECT 1 FROM blocked WHERE blocked.request_id = outbox.request_id AND blocked.first < outbox.id)"
+    " ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)"
     " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
     " RETURNING " + ", ".join(f"outbox.{c}" for c in sql.OUTBOX_COLUMNS)
 )
+
+
+async def claim_outbox_in(
+    conn: Queries,
+    owner: str,
+    until: float,
+    limit: int,
+    *,
+    sent: Sequence[int] = (),
+    skip_requests: Collection[str] = (),
+) -> list[OutboxMessage]:
+    """:meth:`PostgresExtras.claim_outbox` in the caller's transaction, which must commit to keep the leases.
+
+    Two statements. The first stamps ``sent`` and takes a transaction lock on each
+    request it may claim rows of, passing over requests a concurrent claim holds. The
+    second, with a snapshot taken after those locks, leases those requests' rows. So a
+    claim sees every lease a peer committed on its requests, and a peer's claim still in
+    flight keeps the request to itself: one request's rows are never out with two
+    instances at once, unless a lease runs out.
+    """
+    at = now()
+    requests = [
+        r[0] for r in await conn.fetch(_LOCK_REQUESTS, owner, at, limit_or_none(limit), list(sent), list(skip_requests))
+    ]
+    if not requests:
+        return []
+    rows = await conn.fetch(_CLAIM_OUTBOX, owner, float(until), at, requests, limit_or_none(limit))
+    return sorted((sql.outbox_message(r) for r in rows), key=lambda m: m.id or 0)  # RETURNING has no order
 
 
 class PostgresExtras(Ledger):
@@ -58,16 +104,13 @@ class PostgresExtras(Ledger):
         skip_requests: Collection[str] = (),
     ) -> list[OutboxMessage]:
         """Stamp ``sent``, then lease the oldest unsent messages that are free, expired or already
-        ours, and not of a request in ``skip_requests``.
+        ours, and not of a request in ``skip_requests`` or held by a peer (see :func:`claim_outbox_in`).
 
-        One statement: a data-modifying ``WITH`` runs to completion even though nothing reads
-        it, and the claim skips ``sent`` itself because both parts see the same snapshot.
-        ``SKIP LOCKED``: publishers on several hosts share the backlog instead of
+        ``SKIP LOCKED`` and try-locks: publishers on several hosts share the backlog instead of
         serializing on its head.
         """
-        args = (owner, float(until), now(), limit_or_none(limit), list(sent), list(skip_requests))
-        rows = await self._require().fetch(_CLAIM_OUTBOX, *args)
-        return sorted((sql.outbox_message(r) for r in rows), key=lambda m: m.id or 0)  # RETURNING has no order
+        async with self._tx() as conn:
+            return await claim_outbox_in(conn, owner, until, limit, sent=sent, skip_requests=skip_requests)
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         """Stamp the confirmed messages as sent; they leave the pending set."""

@@ -211,6 +211,11 @@ def claim_insert(d: Dialect, verb: str = "INSERT") -> str:
 OUTBOX_INSERT = "INSERT INTO outbox (request_id, exchange, routing_key, message_id, correlation_id, body, created_at)"
 
 
+def schema_v5(d: Dialect) -> list[str]:
+    """Migration 5: a request's unsent outbox rows by id: a claim looks for an earlier one leased to a peer."""
+    return ["CREATE INDEX IF NOT EXISTS outbox_pending_request ON outbox (request_id, id) WHERE sent_at IS NULL"]
+
+
 def claim_values(record: JobRecord, at: float) -> tuple[Any, ...]:
     """The values of a new row for :func:`claim_insert` (created and updated at ``at``)."""
     return (
