@@ -111,7 +111,8 @@ def server_log(monkeypatch: pytest.MonkeyPatch) -> ServerLog:
             if operation == "upload_part":
                 log.parts.append(args[2])
                 if args[2] == log.corrupt_part:
-                    args = (*args[:3], b"\xff" + bytes(args[3][1:]))
+                    data = bytes(args[3])  # flip every bit: a first byte that was 0xff must change too
+                    args = (*args[:3], bytes([data[0] ^ 0xFF]) + data[1:])
             if log.fail(operation, args):
                 raise S3ClientError("SlowDown", "Please reduce your request rate (injected by the test).")
             return original(self, *args, **kwargs)

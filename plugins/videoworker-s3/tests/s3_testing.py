@@ -28,7 +28,7 @@ class ServerLog:
 
     ``calls`` counts backend operations and ``parts`` lists uploaded part numbers in order;
     ``fail(operation, args)`` returning True makes that operation fail with SlowDown;
-    ``corrupt_part`` flips the first byte of that part as it arrives; a key in ``hide_once``
+    ``corrupt_part`` flips the bits of that part's first byte as it arrives; a key in ``hide_once``
     looks absent to the next lookup only (another writer racing the plugin).
     """
 
