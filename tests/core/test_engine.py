@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.core.conftest import Rig
 from tests.helpers import make_request
@@ -430,6 +431,59 @@ async def test_the_stop_records_a_held_completed(rig: RigFactory) -> None:
     assert await r.engine.record_held() == 1
     row = await r.ledger.get("e-stop")
     assert row is not None and row.state is JobState.COMPLETED and row.data["output_count"] == 1
+
+
+async def test_the_stop_records_every_held_move_it_can_though_one_write_fails(rig: RigFactory) -> None:
+    """One held move the ledger refuses is logged and left to a poll; the others are still written."""
+    from videoworker import OutputFile, StoredOutput, hookimpl
+
+    entered: set[str] = set()
+
+    class Hangs:
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            entered.add(output.request_id)
+            await asyncio.Event().wait()
+            return None
+
+    r = await rig(plugins={"hangs": Hangs()})
+    for request_id in ("e-held-1", "e-held-2", "e-held-3"):
+        await accept(r, request_id)
+    await until(lambda: len(entered) == 3, 15, "three deliveries under way")
+    transition = r.ledger.transition
+
+    async def refuses_one(request_id: str, *args: Any, **kwargs: Any) -> bool:
+        if request_id == "e-held-2":
+            raise OSError("disk I/O error")
+        return await transition(request_id, *args, **kwargs)
+
+    r.ledger.transition = refuses_one  # type: ignore[method-assign]
+    await r.engine.stop(0)
+    with structlog.testing.capture_logs() as logs:
+        assert await r.engine.record_held() == 2
+    warned = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["request_id"], e["error"]) for e in warned] == [("e-held-2", "OSError: disk I/O error")]
+    for request_id, state in (("e-held-1", JobState.COMPLETED), ("e-held-2", None), ("e-held-3", JobState.COMPLETED)):
+        row = await r.ledger.get(request_id)
+        assert row is not None and (row.state is state if state else row.state is not JobState.COMPLETED)
+
+
+async def test_a_callback_after_the_stop_starts_nothing(rig: RigFactory) -> None:
+    """A hint that arrives while the daemon stops is refused: no reconciliation writes to a closing ledger."""
+    r = await rig(callback_public_url="http://127.0.0.1:9/cb", reconcile_interval=60)
+    r.sim.configure(error_rate=1.0, error_statuses=[502])
+    await accept(r, "e-late")
+
+    async def parked() -> bool:
+        row = await r.ledger.get("e-late")
+        return row is not None and row.state is JobState.AWAITING_CALLBACK
+
+    await until(parked, 10, "the unknown submit parked for its callback")
+    await r.engine.stop(0)
+    assert not r.engine.hint("e-late", "job-from-a-callback", reconcile=True)
+    await asyncio.sleep(0)  # a task started by the hint would run here
+    row = await r.ledger.get("e-late")
+    assert row is not None and row.state is JobState.AWAITING_CALLBACK and row.job_id is None
 
 
 async def test_finished_jobs_waiting_for_a_delivery_worker_are_counted(rig: RigFactory) -> None:

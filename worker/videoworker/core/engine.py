@@ -157,7 +157,7 @@ class Engine:
         answer waits for it; with ``reconcile`` (signature checked), an unknown submit takes ``job_id``.
         """
         job = self.jobs.get(request_id)
-        if job is None or job.hinted:
+        if job is None or job.hinted or self._stopping:
             return False
         if job.record.state is JobState.AWAITING_CALLBACK and reconcile:
             job.hinted = True
@@ -238,7 +238,7 @@ class Engine:
             await self._moved(job, outcome)
 
     async def _record_held(self, job: Job) -> bool:
-        """Before a crashed step waits to run again: write the move it held, as a retry does; False if the job is gone.
+        """Before a crashed step waits to run again, or at the stop: write the held move; False if the job is gone.
 
         A ledger that fails here too leaves the move held; the step's next run tries again.
         """
@@ -247,7 +247,8 @@ class Engine:
         try:
             return await self._record(job, None)
         except Exception as exc:  # noqa: BLE001 - the ledger's trouble; the step is rescheduled all the same
-            log.warning("could not record the held move; kept for the next try", error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("could not record the held move; kept for the next try", request_id=job.id, error=error)
             return True
 
     async def record_held(self) -> int:
@@ -256,11 +257,10 @@ class Engine:
         A job whose poll found it completed then resumes at delivery on the next owner, not
         with another poll. The caller bounds the wait; what is not written is only a poll lost.
         """
-        landed = 0
-        for job in self.jobs:
-            if job.unrecorded is not None and await self.recorder.catch_up(job):
-                landed += 1
-        return landed
+        held = [job for job in self.jobs if job.unrecorded is not None]
+        for job in held:  # one at a time, each on its own: a write the ledger refuses does not stop the rest
+            await self._record_held(job)
+        return sum(job.unrecorded is None for job in held)
 
     async def _record(self, job: Job, move: Move | None) -> bool:
         """Record a move (None: the held one). A POST's answer exists only in memory: retried until it lands."""
