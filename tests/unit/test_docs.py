@@ -41,6 +41,7 @@ PUBLIC_NAMES = {
     "delivery_options",
     "hookimpl",
     "plugin_settings",
+    "run_in_thread",
 }
 
 

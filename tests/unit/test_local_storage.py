@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -15,6 +17,7 @@ from tests.helpers import make_output, make_request
 from videoworker import Settings, StorageError, StoredOutput
 from videoworker.config import load_settings
 from videoworker.default_plugins import local as local_plugin
+from videoworker.testing.recorder import until
 
 
 def uri_path(uri: str) -> Path:
@@ -137,6 +140,37 @@ async def test_local_storage_never_exposes_a_partial_file(
     with pytest.raises(OSError, match="rename"):
         await local_plugin.videoworker_store_output(request, make_output(tmp_path, b"new" * 1000), settings)
     assert uri_path(stored.location).read_bytes() == b"old"
+
+
+async def test_a_cancelled_store_ends_only_once_its_thread_has(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop cancels a store midway: the hook ends after the file is in place, never before it.
+
+    With a bare ``asyncio.to_thread`` the hook ended at once and the thread placed the file
+    afterwards, beside whatever the next owner's store did meanwhile.
+    """
+    started, gate = threading.Event(), threading.Event()
+    replace = os.replace
+
+    def slow_replace(src: Any, dst: Any) -> None:
+        started.set()
+        gate.wait(10)
+        replace(src, dst)
+
+    monkeypatch.setattr(local_plugin.os, "replace", slow_replace)
+    store = asyncio.create_task(
+        local_plugin.videoworker_store_output(make_request(), make_output(tmp_path, b"video"), settings)
+    )
+    await until(started.is_set, 5, "the thread to reach its rename")
+    store.cancel()
+    await asyncio.sleep(0.05)
+    assert not store.done(), "the hook ended while its thread was still placing the file"
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await store
+    target = settings.data_dir / "videos" / "req-1" / "0.mp4"
+    assert target.read_bytes() == b"video" and sorted(p.name for p in target.parent.iterdir()) == ["0.mp4"]
 
 
 async def test_local_storage_dir_override(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from videoworker.config import Settings
 from videoworker.contract.request import VideoRequest
 from videoworker.errors import ConfigError, InvalidRequest, NotifyError, PluginError, StorageError, WorkerError
 from videoworker.plugins.settings import delivery_options, plugin_settings
+from videoworker.plugins.threads import run_in_thread
 from videoworker.plugins.types import (
     CostEstimate,
     JobEvent,
@@ -59,4 +60,5 @@ __all__ = [
     "delivery_options",
     "hookimpl",
     "plugin_settings",
+    "run_in_thread",
 ]

@@ -18,7 +18,6 @@ The videos folder's parent is the operator's and may be a link; ``dir`` itself m
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -27,7 +26,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from videoworker import StorageError, StoredOutput, hookimpl
+from videoworker import StorageError, StoredOutput, hookimpl, run_in_thread
 
 if TYPE_CHECKING:
     from videoworker import OutputFile, Settings, VideoRequest
@@ -48,8 +47,9 @@ async def videoworker_store_output(request: VideoRequest, output: OutputFile, se
     configured = Path(settings.plugins.get(NAME, {}).get("dir") or settings.data_dir / "videos")
     if output.request_id in ("", ".", "..") or os.sep in output.request_id:
         raise StorageError(f"request id {output.request_id!r} does not name a directory under {configured}")
-    # resolving walks the path with a system call per part: in the thread, with the copy
-    target = await asyncio.to_thread(_store, output, configured, int(settings.file_mode, 8))
+    # resolving walks the path with a system call per part: in the thread, with the copy; a
+    # cancel (the stop) waits for the thread, so no file lands after the hook has ended
+    target = await run_in_thread(_store, output, configured, int(settings.file_mode, 8))
     return StoredOutput(NAME, target.as_uri())
 
 

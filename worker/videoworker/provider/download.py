@@ -21,17 +21,16 @@ The answer is untrusted, and so is whatever sits at the destination path:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import httpx
 
 from videoworker.errors import DownloadError
+from videoworker.plugins.threads import run_in_thread
 from videoworker.provider.bodies import raw_chunks, refuse_coding
 from videoworker.provider.models import Download
 from videoworker.provider.untrusted import AnswerRefused, video_type
@@ -136,11 +135,11 @@ class _Sink:
         """
         if self._file is None:
             self._owned = False
-            await _to_thread_to_the_end(self._create_whole)
+            await run_in_thread(self._create_whole)
             return
         self._write_pending(self._file)  # a failure here leaves the file to abort()
         self._owned = False
-        await _to_thread_to_the_end(_fsync_and_close, self._file)
+        await run_in_thread(_fsync_and_close, self._file)
 
     def abort(self) -> None:
         """Close the file unless :meth:`finish` handed it to its thread, which closes it. Safe to call twice."""
@@ -177,20 +176,6 @@ def _create(dest: Path, mode: int) -> IO[bytes]:
         return os.fdopen(fd, "wb")
     except BaseException:
         os.close(fd)
-        raise
-
-
-async def _to_thread_to_the_end(call: Callable[..., None], *args: object) -> None:
-    """Run ``call`` in a thread; if cancelled meanwhile, wait for the thread to end, then raise the cancel."""
-    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
-    try:
-        await asyncio.shield(work)
-    except asyncio.CancelledError:
-        while not work.done():  # a thread cannot be stopped: another cancel waits on too
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({work})
-        if not work.cancelled():
-            work.exception()  # retrieved: the caller hears the cancel, not what the thread raised
         raise
 
 
