@@ -101,16 +101,17 @@ def _floor(base: str, jobs: int, poll: tuple[float, float]) -> dict[str, float]:
     """The bare loop's figures, in its own process on the same simulator (reset afterwards).
 
     Its own process, so its CPU and peak RSS are its own; it publishes with the same
-    code as the daemon's run (bench/publisher.py).
+    code as the daemon's run (bench/publisher.py). Its burst and CPU count from its first
+    publish, as the daemon's do: before 2026-11-27 its burst counted from before the
+    process started, so the floor's start-up flattered the burst ratio.
     """
-    started_unix = time.time()
     queue = f"floor.{uuid.uuid4().hex[:6]}"
     command = [sys.executable, str(ROOT / "bench" / "bare_loop.py"), base, queue, str(jobs), *map(str, poll)]
     run = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=max(600, jobs))
     got = json.loads(run.stdout)
     stats = sim_admin(base, "stats")
     sim_admin(base, "reset")
-    figures = _figures(stats, "floor ", started_unix, got["cpu_s"], jobs, got["arrived"])
+    figures = _figures(stats, "floor ", got["started_unix"], got["cpu_s"], jobs, got["arrived"])
     kept = ("end_to_end_s", "peak_rss_mib", "rss_at_start_mib")
     return {**figures, **{k: got[k] for k in kept}}
 
