@@ -548,6 +548,29 @@ async def test_a_claim_leaves_alone_a_request_a_peer_is_claiming_right_now(pg_sc
         await ledger.close()
 
 
+async def test_a_claim_takes_no_row_behind_one_another_writer_has_locked(pg_schema: str) -> None:
+    """PostgreSQL: a request's earlier row locked by a writer that is not a claim (here the release
+    of a dead owner's leases) keeps the claim off the request's later rows.
+
+    Before, ``SKIP LOCKED`` passed over the locked row and the claim leased the later one; the
+    next claim then leased the earlier row, and both were out at once (a review found it).
+    """
+    ledger = PostgresLedger(PG_URL, schema=pg_schema)
+    await ledger.open()
+    other = await asyncpg.connect(PG_URL, server_settings={"search_path": pg_schema})
+    try:
+        await ledger.enqueue([msg("r", 0)])
+        assert [m.message_id for m in await ledger.claim_outbox("dead", time.time() - 1, 10)] == ["mid-0"]
+        await ledger.enqueue([msg("r", 1), msg("s", 2)])
+        async with other.transaction():  # as adopt() frees the dead owner's rows
+            await other.execute("UPDATE outbox SET lease_until = 0 WHERE lease_owner = 'dead'")
+            assert [m.message_id for m in await ledger.claim_outbox("B", time.time() + HOUR, 10)] == ["mid-2"]
+        assert [m.message_id for m in await ledger.claim_outbox("C", time.time() + HOUR, 10)] == ["mid-0", "mid-1"]
+    finally:
+        await other.close()
+        await ledger.close()
+
+
 async def test_postgres_concurrent_schema_creation(pg_schema: str) -> None:
     url = "postgres://" + PG_URL.split("://", 1)[1]  # the short scheme works as well
     ledgers = [PostgresLedger(url, schema=pg_schema, max_size=2) for _ in range(6)]

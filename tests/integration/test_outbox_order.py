@@ -2,7 +2,9 @@
 
 Whatever the interleaving, consumers must see each job's events in the order they were
 committed, each at least once, and every row must end up sent. Both backends: SQLite
-(instances on one file) and PostgreSQL (instances on one schema, claims racing for real).
+(instances on one file) and PostgreSQL (instances on one schema, each with its own pool).
+A claim paused inside its transaction, which this test cannot arrange, is tested on its
+own in test_ledger.py.
 """
 
 from __future__ import annotations

@@ -38,19 +38,24 @@ _LOCK_REQUESTS = (
     " AND NOT id = ANY($4::bigint[]) AND request_id <> ALL($5::text[]) ORDER BY id LIMIT $3)"
     f" SELECT DISTINCT request_id FROM head WHERE pg_try_advisory_xact_lock({OUTBOX_LOCK_CLASS}, hashtext(request_id))"
 )
-# Leases those requests' claimable rows, with a snapshot taken after their locks, except a
-# row with an earlier unsent row of its request under another owner's live lease
-# (``blocked``): the peer publishes that one first, and again if it fails. Grouped over
-# the chosen requests' rows rather than a subquery per row: the plan stays one search of
-# outbox_pending_request with or without table statistics (per row, the planner once
-# scanned the whole table).
+# Leases those requests' rows, with a snapshot taken after their locks: of each request, only
+# the unsent rows before the first one this claim cannot take. That one may be leased to a
+# peer (which publishes it first, and again if it fails), or locked by a writer that is not
+# a claim (adopt freeing a dead owner's rows), which ``SKIP LOCKED`` passes over; a row
+# behind it waits. ``unpicked`` is grouped over the chosen requests' rows, not a subquery
+# per row, which PostgreSQL's planner once ran as a scan of the whole table. It reads
+# pending rows only, never sent ones: those of the chosen requests through
+# outbox_pending_request once the table has statistics, all of them before (a new table,
+# until autovacuum's first ANALYZE): 3.7 ms against 11.8 ms with 50,000 pending rows.
 _CLAIM_OUTBOX = (
-    "WITH blocked AS (SELECT request_id, min(id) AS first FROM outbox WHERE request_id = ANY($4::text[])"
-    " AND sent_at IS NULL AND lease_owner <> $1 AND lease_until >= $3 GROUP BY request_id),"
-    " picked AS (SELECT id FROM outbox WHERE request_id = ANY($4::text[]) AND " + _CLAIMABLE.format(at="$3") + ""
-    " AND NOT EXISTS (SELECT 1 FROM blocked WHERE blocked.request_id = outbox.request_id AND blocked.first < outbox.id)"
-    " ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)"
+    "WITH picked AS MATERIALIZED (SELECT id, request_id FROM outbox WHERE request_id = ANY($4::text[]) AND "
+    + _CLAIMABLE.format(at="$3")
+    + " ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED),"
+    " unpicked AS (SELECT request_id, min(id) AS first FROM outbox WHERE request_id = ANY($4::text[])"
+    " AND sent_at IS NULL AND NOT EXISTS (SELECT 1 FROM picked WHERE picked.id = outbox.id) GROUP BY request_id)"
     " UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked WHERE outbox.id = picked.id"
+    " AND NOT EXISTS (SELECT 1 FROM unpicked WHERE unpicked.request_id = picked.request_id"
+    " AND unpicked.first < picked.id)"
     " RETURNING " + ", ".join(f"outbox.{c}" for c in sql.OUTBOX_COLUMNS)
 )
 
