@@ -468,6 +468,32 @@ async def test_the_stop_records_every_held_move_it_can_though_one_write_fails(ri
         assert row is not None and (row.state is state if state else row.state is not JobState.COMPLETED)
 
 
+async def test_the_stop_does_not_wait_for_a_store_whose_thread_works_on(rig: RigFactory) -> None:
+    """A store hook in ``run_in_thread`` (the local store, a plugin) cannot be cut short, so the
+    engine's stop lets it go after a moment rather than spend the stop's whole budget on it."""
+    import threading
+
+    from videoworker import OutputFile, StoredOutput, hookimpl, run_in_thread
+
+    started, gate = threading.Event(), threading.Event()
+
+    class Copies:
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            await run_in_thread(lambda: (started.set(), gate.wait(10)))
+            return None
+
+    r = await rig(plugins={"copies": Copies()})
+    await accept(r, "e-copying")
+    await until(started.is_set, 15, "the store's thread to start")
+    try:
+        await asyncio.wait_for(r.engine.stop(0), 5)
+        assert not gate.is_set() and started.is_set()  # the thread was still at work when the stop moved on
+        assert await r.engine.record_held() == 1
+    finally:
+        gate.set()
+
+
 async def test_a_callback_after_the_stop_starts_nothing(rig: RigFactory) -> None:
     """A hint that arrives while the daemon stops is refused: no reconciliation writes to a closing ledger."""
     r = await rig(callback_public_url="http://127.0.0.1:9/cb", reconcile_interval=60)

@@ -107,3 +107,33 @@ async def test_a_cancelled_timer_never_fires() -> None:
     timers.cancel(first)
     assert len(timers) == 1
     assert await timers.next_due() == ("poll", "live")
+
+
+# --- cancel_and_wait ----------------------------------------------------------------------------
+
+
+async def test_cancel_and_wait_lets_go_of_a_task_held_by_its_thread() -> None:
+    """Cancelled tasks that end are waited for; one whose thread works on is let go, not waited for."""
+    import threading
+
+    from videoworker import run_in_thread
+    from videoworker.core.schedule import cancel_and_wait
+
+    gate, started = threading.Event(), threading.Event()
+
+    def blocks() -> None:
+        started.set()
+        gate.wait(10)
+
+    quick = asyncio.create_task(asyncio.sleep(60))
+    held = asyncio.create_task(run_in_thread(blocks))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    try:
+        assert await asyncio.wait_for(cancel_and_wait([quick, held], let_go=0.05), 5) == 1
+        assert quick.cancelled() and not held.done()
+    finally:
+        gate.set()
+    await asyncio.wait({held}, timeout=5)
+    assert held.cancelled()
+    assert await cancel_and_wait([]) == 0

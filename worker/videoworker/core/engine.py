@@ -25,7 +25,7 @@ from videoworker.core.polling import DURATIONS_FILE, PollPlanner
 from videoworker.core.ports import Provider
 from videoworker.core.reconcile import reconcile_unknown
 from videoworker.core.recorder import Recorder
-from videoworker.core.schedule import Timers, backoff, persist
+from videoworker.core.schedule import Timers, backoff, cancel_and_wait, persist
 from videoworker.core.states import JobState, Step, step_for
 from videoworker.core.steps import STEPS, StepFunction
 from videoworker.core.workdir import Workdir, sweep_finished
@@ -113,9 +113,7 @@ class Engine:
         self._stopping = True  # queued and timed steps stay in the ledger for the next owner
         while self._submitting and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for task in (*self._tasks, *self._reconciling):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._reconciling, return_exceptions=True)
+        await cancel_and_wait([*self._tasks, *self._reconciling])
         self._tasks.clear()
         await self.recorder.stop()
         if self._started:

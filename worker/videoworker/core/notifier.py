@@ -24,7 +24,7 @@ import structlog
 from videoworker import metrics
 from videoworker.config import Settings
 from videoworker.core.crashpoints import crashpoint
-from videoworker.core.schedule import backoff, wait_or_time_out
+from videoworker.core.schedule import backoff, cancel_and_wait, wait_or_time_out
 from videoworker.errors import NotifyError
 from videoworker.ledger.base import Ledger, OwedNotification
 from videoworker.plugins.hooks import Hooks
@@ -96,9 +96,7 @@ class Notifier:
 
     async def stop(self) -> None:
         """Cancel deliveries in flight; their rows stay pending and are delivered again later."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

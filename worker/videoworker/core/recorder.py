@@ -22,6 +22,7 @@ from videoworker.contract.events import build_event, encode, iso, message_id, ro
 from videoworker.core.budget import settle
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Move
+from videoworker.core.schedule import cancel_and_wait
 from videoworker.core.states import event_for
 from videoworker.ledger.base import JobRecord, Ledger, OutboxMessage, OwedNotification, ReplyTarget
 from videoworker.plugins.hooks import Hooks
@@ -133,9 +134,7 @@ class Recorder:
 
     async def stop(self) -> None:
         """Cancel observers still running (a hung notifier must not hold up the stop)."""
-        for task in self._observers:
-            task.cancel()
-        await asyncio.gather(*self._observers, return_exceptions=True)
+        await cancel_and_wait(self._observers)
 
     def _event(self, job: Job, move: Move, status: str, data: dict[str, Any]) -> dict[str, Any]:
         return build_event(

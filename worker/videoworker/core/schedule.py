@@ -11,8 +11,8 @@ import heapq
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 
@@ -84,6 +84,37 @@ async def wait_or_time_out(event: asyncio.Event, timeout: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+#: How long a stop waits for tasks it cancelled; one whose thread is still working
+#: (:func:`videoworker.run_in_thread`) is let go and ends in the background.
+LET_GO = 0.25
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], let_go: float = LET_GO) -> int:
+    """Cancel ``tasks`` and wait up to ``let_go`` seconds for them to end; return how many are still running.
+
+    A cancelled task normally ends at once. One that waits for a thread cannot, and an
+    unbounded wait for it would eat the stop's budget for recording what is held, the last
+    outbox pass and the release of leases. What such a task later raises is retrieved, not
+    reported as never retrieved.
+    """
+    pending = set(tasks)
+    for task in pending:
+        task.cancel()
+    if not pending:
+        return 0
+    done, left = await asyncio.wait(pending, timeout=let_go)
+    for task in (*done, *left):
+        task.add_done_callback(_retrieve)
+    if left:
+        log.warning("tasks still running after the stop cancelled them; let go", tasks=len(left))
+    return len(left)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Deadline:

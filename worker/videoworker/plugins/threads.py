@@ -22,7 +22,10 @@ async def run_in_thread(call: Callable[..., T], *args: object) -> T:
     If the awaiting task is cancelled meanwhile, wait for the thread to end (a second
     cancel waits on too: a thread cannot be stopped), then raise the cancel; what the
     thread returned or raised is dropped. Context variables reach the thread, as with
-    ``asyncio.to_thread``. Keep the work bounded: the stop waits for it.
+    ``asyncio.to_thread``. Bound the work itself (a timeout on the blocking call): a
+    deadline around the caller waits for the thread too. The daemon's stop lets such a
+    task go after :data:`~videoworker.core.schedule.LET_GO` seconds, records what it
+    holds, and the process exits once the thread ends.
     """
     work = asyncio.ensure_future(asyncio.to_thread(call, *args))
     try:
