@@ -489,9 +489,11 @@ async def test_the_stop_does_not_wait_for_a_store_whose_thread_works_on(rig: Rig
     try:
         await asyncio.wait_for(r.engine.stop(0), 5)
         assert not gate.is_set() and started.is_set()  # the thread was still at work when the stop moved on
+        assert r.engine.busy() == {"e-copying"}  # so the stop keeps its lease
         assert await r.engine.record_held() == 1
     finally:
         gate.set()
+    await until(lambda: not r.engine.busy(), 5, "the let-go step to end with its thread")
 
 
 async def test_a_callback_after_the_stop_starts_nothing(rig: RigFactory) -> None:

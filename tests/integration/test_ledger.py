@@ -405,6 +405,17 @@ async def test_release_and_live_owners(ledger: Ledger) -> None:
     assert await ledger.release("C") == 0  # terminal rows keep their lease
 
 
+async def test_release_keeps_the_leases_it_is_told_to_keep(ledger: Ledger) -> None:
+    """At a stop, a job whose step still runs in a thread keeps its lease, and so does a notification in delivery."""
+    busy, idle = job(owner="A"), job(owner="A")
+    for rec in (busy, idle):
+        await ledger.claim(rec, None)
+    assert await ledger.release("A", keep_jobs={busy.request_id}) == 1
+    kept, freed = await ledger.get(busy.request_id), await ledger.get(idle.request_id)
+    assert kept is not None and kept.lease_until == pytest.approx(busy.lease_until)
+    assert freed is not None and freed.lease_until == 0
+
+
 async def test_adopt_takes_only_free_unfinished_rows(ledger: Ledger) -> None:
     past, future = time.time() - 100, time.time() + HOUR
     expired = job(owner="X", lease_until=past)

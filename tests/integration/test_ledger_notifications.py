@@ -358,6 +358,15 @@ async def test_release_frees_an_owners_notification_leases(ledger: Ledger) -> No
     assert [ident(n) for n in await claim(ledger, "X")] == [ident(leased)]
 
 
+async def test_release_keeps_a_notification_still_in_delivery(ledger: Ledger) -> None:
+    """A delivery the stop let go (its thread still sends) keeps its row: nobody sends it beside that."""
+    rid = await new_job(ledger, owner="A")
+    await owe(ledger, rid, "submitted", note(rid, target="t1"), note(rid, target="t2"))
+    first, second = await claim(ledger, "A", limit=2)
+    await ledger.release("A", keep_notifications={first.id or 0})
+    assert [ident(n) for n in await claim(ledger, "X")] == [ident(second)]
+
+
 # --- budget ------------------------------------------------------------------------------
 def reserve(amount: float, limit: float | None = 10.0) -> BudgetChange:
     return BudgetChange(DAY, amount, limit=limit)

@@ -2,7 +2,8 @@
 
 Each test puts a real daemon process in one state (connecting to a broker that is not
 there, reconnecting through a cut connection, a broker that went away, a locked ledger,
-a storage plugin that never returns), sends SIGTERM and measures the time to exit.
+a storage plugin that never returns, one whose copy runs in ``run_in_thread``), sends
+SIGTERM and measures the time to exit.
 """
 
 from __future__ import annotations
@@ -143,3 +144,37 @@ async def test_stops_while_a_storage_plugin_never_returns(
     await observer.publish({"id": "stuck-1", "model": "google/veo-3.1", "prompt": "x"})
     await logged(proc, "stuck store entered")
     assert await stop_time(proc) <= BOUND
+
+
+async def test_stops_while_a_store_copies_in_run_in_thread_and_keeps_that_jobs_lease(
+    process: Callable[..., DaemonProcess], observer: Observer, sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """A store in ``run_in_thread`` cannot be cut short: the stop lets it go, exits in time, and keeps
+    that job's lease, so no peer stores the same output beside the abandoned copy before it runs out."""
+    site = tmp_path / "site"
+    info = site / "vw_copying-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vw-copying\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[videoworker]\ncopying = vw_copying_store\n")
+    (site / "vw_copying_store.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+            from videoworker import hookimpl, run_in_thread
+
+            @hookimpl(tryfirst=True)
+            async def videoworker_store_output(output):
+                print("copying store entered", flush=True)
+                await run_in_thread(time.sleep, 3600)
+            """
+        )
+    )
+    proc = process(env={"PYTHONPATH": str(site)}, shutdown_grace=GRACE, lease_seconds=600)
+    proc.start()
+    await logged(proc, '"event": "ready"')
+    await observer.publish({"id": "copying-1", "model": "google/veo-3.1", "prompt": "x"})
+    await logged(proc, "copying store entered")
+    assert await stop_time(proc) <= BOUND
+    with sqlite3.connect(proc.settings.data_dir / "ledger.sqlite3") as conn:
+        ((lease_until,),) = conn.execute("SELECT lease_until FROM jobs WHERE request_id = 'copying-1'").fetchall()
+    assert lease_until > time.time() + 60, "the stop released the lease of a job whose store still ran"

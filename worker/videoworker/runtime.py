@@ -30,7 +30,7 @@ from videoworker.core.intake import Intake
 from videoworker.core.notifier import Notifier
 from videoworker.core.ownership import Leases
 from videoworker.core.retention import Pruner
-from videoworker.core.schedule import Deadline
+from videoworker.core.schedule import Deadline, let_go_tasks_end
 from videoworker.errors import ConfigError
 from videoworker.health import serve_health
 from videoworker.ledger import open_ledger
@@ -278,12 +278,15 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # one last pass, after the relay loop is gone so no row is published twice
         await stop.step("last outbox pass", self.outbox.drain(), cap=0.6)
-        released = await stop.step("release leases", self.leases.release(), cap=0.4)
+        # a step or delivery let go while its thread works on keeps its lease: no peer does it beside that
+        release = self.leases.release(keep_jobs=self.engine.busy(), keep_notifications=self.notifier.busy())
+        released = await stop.step("release leases", release, cap=0.4)
         if released is not None:
             log.info("leases released", jobs=released)
         await stop.step("close the broker connection", self.broker.close(), cap=0.3)
         if self._health is not None:
             await stop.step("stop the health server", self._health.close(), cap=0.2)
+        await stop.step("steps held by their threads", let_go_tasks_end(), cap=max(0.0, stop.left - 1.2))
         await stop.step("plugins' shutdown", self.hooks.shutdown(), cap=0.5)
         await stop.step("close the HTTP client", self.client.aclose(), cap=0.2)
         await stop.step("close the ledger", self.ledger.close(), cap=0.5)

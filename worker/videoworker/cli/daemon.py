@@ -16,6 +16,7 @@ import click
 from videoworker.cli.common import Ctx, fail
 from videoworker.config import Settings
 from videoworker.config_report import describe
+from videoworker.core.schedule import cancel_and_wait
 from videoworker.errors import ConfigError, WorkerError
 from videoworker.logs import configure_logging, scrub_text
 
@@ -76,11 +77,12 @@ def _run_to_the_end(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _cancel_the_rest() -> None:
-    """Cancel what the daemon left running, and wait for each task to take its cancellation."""
-    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    """Cancel what the daemon left running, and wait a moment for each task to take its cancellation.
+
+    A task held by its thread (``run_in_thread``: a copy that is still running) is let go
+    with that thread; its job kept its lease, so no peer repeats the work before it runs out.
+    """
+    await cancel_and_wait([task for task in asyncio.all_tasks() if task is not asyncio.current_task()], let_go=0.5)
 
 
 @click.command()

@@ -50,7 +50,7 @@ class Notifier:
         self.me = settings.instance_id
         self._inflight: Tally[tuple[str, str]] = Tally()
         self._slots: dict[tuple[str, str], asyncio.Semaphore] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], int] = {}  # deliveries in flight, and the row each delivers
         self._changed = asyncio.Event()
         self._gauged = 0.0
         self.failures = 0
@@ -90,16 +90,20 @@ class Notifier:
         for row in rows:
             self._inflight[(row.plugin, row.target_key)] += 1
             task = asyncio.create_task(self._deliver(row))
-            self._tasks.add(task)
+            self._tasks[task] = row.id or 0
             task.add_done_callback(self._done)
         return len(rows)
+
+    def busy(self) -> set[int]:
+        """Rows whose delivery still runs: after :meth:`stop`, those it let go while their thread works on."""
+        return set(self._tasks.values())
 
     async def stop(self) -> None:
         """Cancel deliveries in flight; their rows stay pending and are delivered again later."""
         await cancel_and_wait(list(self._tasks))
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         self._changed.set()
 
     async def _deliver(self, row: OwedNotification) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import structlog
 
@@ -69,9 +69,9 @@ class Leases:
                 break
         return taken
 
-    async def release(self) -> int:
-        """Give up every lease, so a restart or a peer adopts the jobs at once."""
-        return await self.ledger.release(self.me)
+    async def release(self, *, keep_jobs: Collection[str] = (), keep_notifications: Collection[int] = ()) -> int:
+        """Give up the leases, so a restart or a peer adopts the jobs at once (those in ``keep_*`` run out instead)."""
+        return await self.ledger.release(self.me, keep_jobs=keep_jobs, keep_notifications=keep_notifications)
 
     def _until(self) -> float:
         return time.time() + self.settings.lease_seconds

@@ -109,7 +109,23 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], let_go: float = LE
         task.add_done_callback(_retrieve)
     if left:
         log.warning("tasks still running after the stop cancelled them; let go", tasks=len(left))
+        _LET_GO_TASKS.update(left)
+        for task in left:
+            task.add_done_callback(_LET_GO_TASKS.discard)
     return len(left)
+
+
+_LET_GO_TASKS: set[asyncio.Task[Any]] = set()
+
+
+async def let_go_tasks_end() -> None:
+    """Wait until every task :func:`cancel_and_wait` let go has ended (the caller bounds the wait).
+
+    The stop waits here before plugins shut down, so a hook's thread does not find its
+    plugin's client closed under it.
+    """
+    while _LET_GO_TASKS:
+        await asyncio.wait(set(_LET_GO_TASKS))
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -195,8 +195,15 @@ class Ledger(abc.ABC):
         """Owners holding unfinished rows, unsent outbox messages or pending notifications (to find dead processes)."""
 
     @abc.abstractmethod
-    async def release(self, owner: str) -> int:
-        """Give up every lease ``owner`` holds (jobs, pending notifications): a restart or a peer takes them at once."""
+    async def release(
+        self, owner: str, *, keep_jobs: Collection[str] = (), keep_notifications: Collection[int] = ()
+    ) -> int:
+        """Give up the leases ``owner`` holds (jobs, pending notifications): a restart or a peer takes them at once.
+
+        The jobs and notification rows named in ``keep_*`` keep theirs until they run out:
+        their work still runs here (a thread the stop let go), and a peer must not do it
+        beside that. Returns how many job leases were given up.
+        """
 
     @abc.abstractmethod
     async def claim_outbox(

@@ -24,7 +24,7 @@ clock (``time.time()``), like everywhere else in the daemon.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -250,10 +250,13 @@ class PostgresLedger(extras.PostgresExtras, PostgresOperations):
         rows = await self._require().fetch(_Q.live_owners)
         return [r[0] for r in rows]
 
-    async def release(self, owner: str) -> int:
+    async def release(
+        self, owner: str, *, keep_jobs: Collection[str] = (), keep_notifications: Collection[int] = ()
+    ) -> int:
         """Expire ``owner``'s job leases now (owner kept) and free its notifications, so anyone may take them."""
-        await self._require().execute(_Q.release_notifications, owner)
-        status = await self._require().execute(_Q.release, owner)
+        pool = self._require()
+        await pool.execute(_Q.release_notifications + " AND id <> ALL($2::bigint[])", owner, list(keep_notifications))
+        status = await pool.execute(_Q.release + " AND request_id <> ALL($2::text[])", owner, list(keep_jobs))
         return extras.affected(status)
 
     async def counts(self) -> dict[str, int]:

@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -252,10 +252,17 @@ class SQLiteLedger(extras.SQLiteExtras, SQLiteOperations):
         rows = await self._run(lambda conn: conn.execute(_Q.live_owners).fetchall())
         return [r[0] for r in rows]
 
-    async def release(self, owner: str) -> int:
+    async def release(
+        self, owner: str, *, keep_jobs: Collection[str] = (), keep_notifications: Collection[int] = ()
+    ) -> int:
+        jobs, rows = list(keep_jobs), list(keep_notifications)
+
         def op(conn: sqlite3.Connection) -> int:
-            conn.execute(_Q.release_notifications, (owner,))
-            return conn.execute(_Q.release, (owner,)).rowcount
+            notifications = f"{_Q.release_notifications} AND id NOT IN ({', '.join('?' * len(rows))})"
+            conn.execute(notifications, (owner, *rows))
+            return conn.execute(
+                f"{_Q.release} AND request_id NOT IN ({', '.join('?' * len(jobs))})", (owner, *jobs)
+            ).rowcount
 
         return await self._run(op)
 

@@ -24,8 +24,9 @@ async def run_in_thread(call: Callable[..., T], *args: object) -> T:
     thread returned or raised is dropped. Context variables reach the thread, as with
     ``asyncio.to_thread``. Bound the work itself (a timeout on the blocking call): a
     deadline around the caller waits for the thread too. The daemon's stop lets such a
-    task go after :data:`~videoworker.core.schedule.LET_GO` seconds, records what it
-    holds, and the process exits once the thread ends.
+    task go after :data:`~videoworker.core.schedule.LET_GO` seconds and keeps its job's
+    lease, so no peer does the work beside it; it waits for the task while its budget
+    lasts, then exits without it.
     """
     work = asyncio.ensure_future(asyncio.to_thread(call, *args))
     try:
