@@ -48,7 +48,8 @@ async def videoworker_store_output(request: VideoRequest, output: OutputFile, se
     if output.request_id in ("", ".", "..") or os.sep in output.request_id:
         raise StorageError(f"request id {output.request_id!r} does not name a directory under {configured}")
     # resolving walks the path with a system call per part: in the thread, with the copy; a
-    # cancel (the stop) waits for the thread, so no file lands after the hook has ended
+    # cancel waits for the thread, so no file lands after the hook has ended (the stop lets a
+    # long copy go, but keeps the job's lease: nobody stores beside it)
     target = await run_in_thread(_store, output, configured, int(settings.file_mode, 8))
     return StoredOutput(NAME, target.as_uri())
 
