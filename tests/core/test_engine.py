@@ -496,6 +496,75 @@ async def test_the_stop_does_not_wait_for_a_store_whose_thread_works_on(rig: Rig
     await until(lambda: not r.engine.busy(), 5, "the let-go step to end with its thread")
 
 
+async def test_a_second_poll_ending_does_not_unmark_the_job_its_delivery_still_runs(rig: RigFactory) -> None:
+    """A hint runs a second poll beside the first; when it ends while the delivery of the first's
+    answer still copies in its thread, the job stays busy, so the stop keeps its lease.
+
+    Before, busy jobs were kept by request id, and the second poll's end erased the delivery's
+    mark: the stop released the lease and a peer could store beside the copy (a review found it).
+    """
+    import threading
+
+    from videoworker import OutputFile, StoredOutput, hookimpl, run_in_thread
+
+    copying, gate = threading.Event(), threading.Event()
+
+    class Copies:
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(self, output: OutputFile) -> StoredOutput | None:
+            await run_in_thread(lambda: (copying.set(), gate.wait(10)))
+            return None
+
+    r = await rig(plugins={"copies": Copies()}, callback_public_url="http://127.0.0.1:9/cb", reconcile_interval=60)
+    r.sim.configure(job_seconds=[1.0, 1.0])
+    first, second, polls = asyncio.Event(), asyncio.Event(), []
+    poll = r.client.poll
+
+    async def paced_poll(job_id: str) -> Any:
+        polls.append(job_id)
+        if len(polls) == 1:
+            await first.wait()
+            return await poll(job_id)  # the job has ended: completed
+        answer = await poll(job_id)  # asked before the job ended: in progress
+        await second.wait()
+        return answer
+
+    r.client.poll = paced_poll  # type: ignore[method-assign]
+    applied: list[Step] = []  # each step's outcome, once the engine has carried it out
+    apply = r.engine.apply
+
+    async def spied(job: Job, step: Step, outcome: Any) -> None:
+        await apply(job, step, outcome)
+        applied.append(step)  # the worker's own bookkeeping runs before the test looks again
+
+    r.engine.apply = spied  # type: ignore[method-assign]
+    await accept(r, "e-twice")
+    job_id = ""
+
+    async def submitted() -> bool:
+        nonlocal job_id
+        row = await r.ledger.get("e-twice")
+        job_id = row.job_id if row is not None and row.job_id else ""
+        return bool(job_id)
+
+    await until(submitted, 10, "the submit recorded")
+    assert r.engine.hint("e-twice", job_id)  # a poll now
+    await until(lambda: len(polls) == 1, 5, "the first poll")
+    assert r.engine.hint("e-twice", job_id)  # another, while the first is out
+    await until(lambda: len(polls) == 2, 5, "the hinted poll beside it")
+    sim_job = r.sim.stats()["jobs"][polls[0]]
+    await until(lambda: time.time() > sim_job["ends_at"], 5, "the job to end at the provider")
+    first.set()
+    try:
+        await until(copying.is_set, 10, "the delivery's copy")
+        second.set()
+        await until(lambda: applied.count(Step.POLL) == 2, 5, "the second poll's answer carried out")
+        assert not gate.is_set() and r.engine.busy() == {"e-twice"}  # the copy still runs
+    finally:
+        second.set()
+        gate.set()
+
+
 async def test_a_callback_after_the_stop_starts_nothing(rig: RigFactory) -> None:
     """A hint that arrives while the daemon stops is refused: no reconciliation writes to a closing ledger."""
     r = await rig(callback_public_url="http://127.0.0.1:9/cb", reconcile_interval=60)

@@ -279,7 +279,8 @@ class Daemon:
         # one last pass, after the relay loop is gone so no row is published twice
         await stop.step("last outbox pass", self.outbox.drain(), cap=0.6)
         # a step or delivery let go while its thread works on keeps its lease: no peer does it beside that
-        release = self.leases.release(keep_jobs=self.engine.busy(), keep_notifications=self.notifier.busy())
+        busy, held = self.engine.busy(), self.notifier.busy()
+        release = self.leases.release(keep_jobs=busy, keep_notifications=held, hold=stop.left + 1.0)
         released = await stop.step("release leases", release, cap=0.4)
         if released is not None:
             log.info("leases released", jobs=released)

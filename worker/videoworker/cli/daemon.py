@@ -82,7 +82,7 @@ async def _cancel_the_rest() -> None:
     A task held by its thread (``run_in_thread``: a copy that is still running) is let go
     with that thread; its job kept its lease, so no peer repeats the work before it runs out.
     """
-    await cancel_and_wait([task for task in asyncio.all_tasks() if task is not asyncio.current_task()], let_go=0.5)
+    await cancel_and_wait([task for task in asyncio.all_tasks() if task is not asyncio.current_task()])
 
 
 @click.command()

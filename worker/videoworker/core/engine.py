@@ -73,9 +73,9 @@ class Engine:
         for step, queue in self._queues.items():  # read when scraped: nothing on the hot path
             metrics.STEPS_WAITING.labels(step=step.value).set_function(queue.qsize)
         self._tasks: list[asyncio.Task[None]] = []
-        self._busy: dict[str, Step] = {}  # jobs whose step is running (a submit: until its answer is recorded)
-        self._stopping = False
-        self._started = False
+        # each worker's job and step (a submit: until its answer lands); by worker: a hint may poll twice
+        self._busy: dict[asyncio.Task[None] | None, tuple[str, Step]] = {}
+        self._stopping = self._started = False
         self._reconciling: set[asyncio.Task[None]] = set()
 
     @property
@@ -84,7 +84,7 @@ class Engine:
 
     def busy(self) -> set[str]:
         """Jobs whose step still runs: after the stop, those it let go while their thread works on."""
-        return set(self._busy)
+        return {request_id for request_id, _ in self._busy.values()}
 
     def workers(self) -> dict[Step, int]:
         """How many workers each step gets: the concurrency limits of the settings."""
@@ -115,7 +115,7 @@ class Engine:
         """Take no new step; give in-flight submits ``grace`` seconds to record their answer, then cancel."""
         deadline = time.monotonic() + grace
         self._stopping = True  # queued and timed steps stay in the ledger for the next owner
-        while Step.SUBMIT in self._busy.values() and time.monotonic() < deadline:
+        while any(step is Step.SUBMIT for _, step in self._busy.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await cancel_and_wait([*self._tasks, *self._reconciling])
         self._tasks.clear()
@@ -205,7 +205,7 @@ class Engine:
             if job is None or self._stopping or step_for(job.record.state) is not step:
                 continue  # gone, stopping, or a stale timer of a state the job has left
             with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=job.record.job_id):
-                self._busy[request_id] = step
+                self._busy[asyncio.current_task()] = (request_id, step)
                 try:
                     await self.apply(job, step, await run(job, self.ctx))
                 except asyncio.CancelledError:
@@ -217,7 +217,7 @@ class Engine:
                     if await self._record_held(job):
                         self._schedule(step, request_id, delay)
                 finally:
-                    self._busy.pop(request_id, None)
+                    self._busy.pop(asyncio.current_task(), None)
 
     async def apply(self, job: Job, step: Step, outcome: Outcome) -> None:
         """Carry out one step's outcome: record a move, set a timer, or let the job go.

@@ -69,8 +69,16 @@ class Leases:
                 break
         return taken
 
-    async def release(self, *, keep_jobs: Collection[str] = (), keep_notifications: Collection[int] = ()) -> int:
-        """Give up the leases, so a restart or a peer adopts the jobs at once (those in ``keep_*`` run out instead)."""
+    async def release(
+        self, *, keep_jobs: Collection[str] = (), keep_notifications: Collection[int] = (), hold: float = 0.0
+    ) -> int:
+        """Give up the leases, so a restart or a peer adopts the jobs at once (those in ``keep_*`` run out instead).
+
+        Kept job leases are first renewed to last ``hold`` seconds more than a lease: the
+        process may still wait that long for the threads that keep them, with no renewal.
+        """
+        if keep_jobs:
+            await self.ledger.renew_leases(self.me, self._until() + hold)
         return await self.ledger.release(self.me, keep_jobs=keep_jobs, keep_notifications=keep_notifications)
 
     def _until(self) -> float:

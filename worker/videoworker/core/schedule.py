@@ -124,8 +124,10 @@ async def let_go_tasks_end() -> None:
     The stop waits here before plugins shut down, so a hook's thread does not find its
     plugin's client closed under it.
     """
-    while _LET_GO_TASKS:
-        await asyncio.wait(set(_LET_GO_TASKS))
+    loop = asyncio.get_running_loop()
+    while mine := {task for task in _LET_GO_TASKS if task.get_loop() is loop}:
+        await asyncio.wait(mine)
+    _LET_GO_TASKS.difference_update({task for task in _LET_GO_TASKS if task.get_loop().is_closed()})
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
