@@ -137,3 +137,40 @@ async def test_cancel_and_wait_lets_go_of_a_task_held_by_its_thread() -> None:
     await asyncio.wait({held}, timeout=5)
     assert held.cancelled()
     assert await cancel_and_wait([]) == 0
+
+
+def test_a_task_let_go_on_another_loop_is_not_waited_for() -> None:
+    """The let-go registry is shared by the process: a stop waits only for its own loop's tasks,
+    and a task left on a loop that has closed is forgotten, not waited for by every later stop."""
+    import threading
+
+    from videoworker import run_in_thread
+    from videoworker.core.schedule import cancel_and_wait, let_go_tasks_end
+
+    gate, started = threading.Event(), threading.Event()
+
+    def blocks() -> None:
+        started.set()
+        gate.wait(10)
+
+    async def leave_one() -> None:
+        held = asyncio.create_task(run_in_thread(blocks))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        assert await cancel_and_wait([held], let_go=0.01) == 1
+
+    old = asyncio.new_event_loop()
+    try:
+        old.run_until_complete(leave_one())
+    finally:
+        old.close()  # its let-go task never ended
+
+    async def later_stop() -> float:
+        began = time.monotonic()
+        await asyncio.wait_for(let_go_tasks_end(), 5)
+        return time.monotonic() - began
+
+    try:
+        assert asyncio.run(later_stop()) < 1.0
+    finally:
+        gate.set()
