@@ -27,7 +27,7 @@ from videoworker.core.reconcile import reconcile_unknown
 from videoworker.core.recorder import Recorder
 from videoworker.core.schedule import Timers, backoff, cancel_and_wait, persist
 from videoworker.core.states import JobState, Step, step_for
-from videoworker.core.steps import STEPS, StepFunction
+from videoworker.core.steps import STEPS, StepFunction, workers
 from videoworker.core.workdir import Workdir, sweep_finished
 from videoworker.ledger.base import JobRecord, Ledger, ReplyTarget
 from videoworker.plugins.hooks import Hooks
@@ -86,24 +86,12 @@ class Engine:
         """Jobs whose step still runs: after the stop, those it let go while their thread works on."""
         return {request_id for request_id, _ in self._busy.values()}
 
-    def workers(self) -> dict[Step, int]:
-        """How many workers each step gets: the concurrency limits of the settings."""
-        s = self.settings
-        return {
-            Step.SUBMIT: 2 * s.max_concurrent_submits,  # half of them recording answers (StepContext.submit_slots)
-            Step.RESOLVE: 2,
-            Step.POLL: s.max_concurrent_polls,
-            Step.DELIVER: s.max_concurrent_downloads,
-            Step.FINISH: 2,  # only jobs an earlier version left in `stored`: deliver now records `done` itself
-            Step.AWAIT: 1,
-        }
-
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self.ctx.workdir.prepare()
         self.ctx.planner.load(self.settings.data_dir / DURATIONS_FILE)
         self._started = True  # only a started engine saves: a failed start must not erase the file
-        for step, count in self.workers().items():
+        for step, count in workers(self.settings).items():
             self._tasks += [asyncio.create_task(self._work(step, STEPS[step])) for _ in range(count)]
         self._tasks.append(asyncio.create_task(self._dispatch()))
 
@@ -204,6 +192,10 @@ class Engine:
             job = self.jobs.get(request_id)
             if job is None or self._stopping or step_for(job.record.state) is not step:
                 continue  # gone, stopping, or a stale timer of a state the job has left
+            if job.busy:  # one step of a job at a time: a hint's poll waits for the poll that is out
+                job.rerun = step
+                continue
+            job.busy = True
             with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=job.record.job_id):
                 self._busy[asyncio.current_task()] = (request_id, step)
                 try:
@@ -218,6 +210,9 @@ class Engine:
                         self._schedule(step, request_id, delay)
                 finally:
                     self._busy.pop(asyncio.current_task(), None)
+                    job.busy, again, job.rerun = False, job.rerun, None
+                    if again is not None:
+                        self._queues[again].put_nowait(request_id)
 
     async def apply(self, job: Job, step: Step, outcome: Outcome) -> None:
         """Carry out one step's outcome: record a move, set a timer, or let the job go.

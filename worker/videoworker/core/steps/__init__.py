@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from videoworker.config import Settings
 from videoworker.core.context import StepContext
 from videoworker.core.jobs import Job
 from videoworker.core.outcomes import Outcome
@@ -27,4 +28,18 @@ STEPS: dict[Step, StepFunction] = {
     Step.AWAIT: await_callback,
 }
 
-__all__ = ["STEPS", "StepFunction"]
+
+def workers(settings: Settings) -> dict[Step, int]:
+    """How many engine workers each step gets: the concurrency limits of the settings."""
+    s = settings
+    return {
+        Step.SUBMIT: 2 * s.max_concurrent_submits,  # half of them recording answers (StepContext.submit_slots)
+        Step.RESOLVE: 2,
+        Step.POLL: s.max_concurrent_polls,
+        Step.DELIVER: s.max_concurrent_downloads,
+        Step.FINISH: 2,  # only jobs an earlier version left in `stored`: deliver now records `done` itself
+        Step.AWAIT: 1,
+    }
+
+
+__all__ = ["STEPS", "StepFunction", "workers"]
