@@ -73,8 +73,6 @@ class Engine:
         for step, queue in self._queues.items():  # read when scraped: nothing on the hot path
             metrics.STEPS_WAITING.labels(step=step.value).set_function(queue.qsize)
         self._tasks: list[asyncio.Task[None]] = []
-        # each worker's job and step (a submit: until its answer lands); by worker: a hint may poll twice
-        self._busy: dict[asyncio.Task[None] | None, tuple[str, Step]] = {}
         self._stopping = self._started = False
         self._reconciling: set[asyncio.Task[None]] = set()
 
@@ -84,7 +82,7 @@ class Engine:
 
     def busy(self) -> set[str]:
         """Jobs whose step still runs: after the stop, those it let go while their thread works on."""
-        return {request_id for request_id, _ in self._busy.values()}
+        return {job.id for job in self.jobs if job.running is not None}
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -103,7 +101,8 @@ class Engine:
         """Take no new step; give in-flight submits ``grace`` seconds to record their answer, then cancel."""
         deadline = time.monotonic() + grace
         self._stopping = True  # queued and timed steps stay in the ledger for the next owner
-        while any(step is Step.SUBMIT for _, step in self._busy.values()) and time.monotonic() < deadline:
+        # a submit runs until its answer is recorded
+        while any(job.running is Step.SUBMIT for job in self.jobs) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await cancel_and_wait([*self._tasks, *self._reconciling])
         self._tasks.clear()
@@ -192,12 +191,11 @@ class Engine:
             job = self.jobs.get(request_id)
             if job is None or self._stopping or step_for(job.record.state) is not step:
                 continue  # gone, stopping, or a stale timer of a state the job has left
-            if job.busy:  # one step of a job at a time: a hint's poll waits for the poll that is out
+            if job.running is not None:  # one step of a job at a time: a hint's poll waits for the poll out
                 job.rerun = step
                 continue
-            job.busy = True
+            job.running = step
             with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=job.record.job_id):
-                self._busy[asyncio.current_task()] = (request_id, step)
                 try:
                     await self.apply(job, step, await run(job, self.ctx))
                 except asyncio.CancelledError:
@@ -209,8 +207,7 @@ class Engine:
                     if await self._record_held(job):
                         self._schedule(step, request_id, delay)
                 finally:
-                    self._busy.pop(asyncio.current_task(), None)
-                    job.busy, again, job.rerun = False, job.rerun, None
+                    job.running, again, job.rerun = None, job.rerun, None
                     if again is not None:
                         self._queues[again].put_nowait(request_id)
 

@@ -31,8 +31,8 @@ class Job:
     step_errors: int = 0  # unexpected errors of the current step, for its backoff
     timer: int | None = None  # the job's pending timer (see Timers.cancel), if one is set
     hinted: bool = False  # a callback asked for a poll that has not run yet
-    busy: bool = False  # a worker runs one of this job's steps now
-    rerun: Step | None = None  # a step asked for while busy: queued again when the running one ends
+    running: Step | None = None  # the step a worker runs for this job now (a submit: until its answer lands)
+    rerun: Step | None = None  # a step asked for while one runs: queued again when that one ends
     early_hint: str | None = None  # a callback's job id that came before the submit's answer was recorded
     running_at: float | None = None  # seconds after submit of the last poll that found it running
     adopted: bool = False  # taken over from a former life or a dead peer (its earlier polls are unknown)
