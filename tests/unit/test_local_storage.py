@@ -164,8 +164,8 @@ async def test_a_cancelled_store_ends_only_once_its_thread_has(
     )
     await until(started.is_set, 5, "the thread to reach its rename")
     store.cancel()
-    await asyncio.sleep(0.05)
-    assert not store.done(), "the hook ended while its thread was still placing the file"
+    ended, _ = await asyncio.wait({store}, timeout=0.05)  # wakes at once if the cancel goes through
+    assert not ended, "the hook ended while its thread was still placing the file"
     gate.set()
     with pytest.raises(asyncio.CancelledError):
         await store

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from videoworker.core.schedule import Timers, backoff
+from videoworker.testing.recorder import until
 
 # --- backoff --------------------------------------------------------------------------------
 
@@ -127,8 +128,7 @@ async def test_cancel_and_wait_lets_go_of_a_task_held_by_its_thread() -> None:
 
     quick = asyncio.create_task(asyncio.sleep(60))
     held = asyncio.create_task(run_in_thread(blocks))
-    while not started.is_set():
-        await asyncio.sleep(0.01)
+    await until(started.is_set, 5, "the thread to start")
     try:
         assert await asyncio.wait_for(cancel_and_wait([quick, held], let_go=0.05), 5) == 1
         assert quick.cancelled() and not held.done()
@@ -155,8 +155,7 @@ def test_a_task_let_go_on_another_loop_is_not_waited_for() -> None:
 
     async def leave_one() -> None:
         held = asyncio.create_task(run_in_thread(blocks))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
+        await until(started.is_set, 5, "the thread to start")
         assert await cancel_and_wait([held], let_go=0.01) == 1
 
     old = asyncio.new_event_loop()
