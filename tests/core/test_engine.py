@@ -33,6 +33,20 @@ async def accept(r: Rig, request_id: str, reply: ReplyTarget | None = None) -> N
     r.engine.accept(job.record, job.request)
 
 
+async def recorded_job_id(r: Rig, request_id: str) -> str:
+    """The provider's job id, once the submit's answer is in the ledger."""
+    found = ""
+
+    async def recorded() -> bool:
+        nonlocal found
+        row = await r.ledger.get(request_id)
+        found = row.job_id if row is not None and row.job_id else ""
+        return bool(found)
+
+    await until(recorded, 10, "the submit recorded")
+    return found
+
+
 async def outbox(r: Rig, request_id: str) -> list[str]:
     """Routing keys the relay published for ``request_id``, after flushing everything owed."""
     while await r.relay.flush():
@@ -297,15 +311,7 @@ async def test_a_callback_that_comes_while_the_job_is_being_polled_is_not_lost(r
 
     r.client.poll = stale_poll  # type: ignore[method-assign]
     await accept(r, "e-during")
-    job_id = ""
-
-    async def submitted() -> bool:
-        nonlocal job_id
-        row = await r.ledger.get("e-during")
-        job_id = row.job_id if row is not None and row.job_id else ""
-        return bool(job_id)
-
-    await until(submitted, 10, "the submit recorded")
+    job_id = await recorded_job_id(r, "e-during")
     assert r.engine.hint("e-during", job_id)  # an early (or forged) callback: a poll now, which sees it running
     await until(polled.is_set, 10, "a poll that saw the job running")
     sim_job = r.sim.stats()["jobs"][job_id]
@@ -527,15 +533,7 @@ async def test_a_hint_while_a_poll_is_out_polls_after_it_and_the_job_is_delivere
 
     r.client.poll = paced_poll  # type: ignore[method-assign]
     await accept(r, "e-twice")
-    job_id = ""
-
-    async def submitted() -> bool:
-        nonlocal job_id
-        row = await r.ledger.get("e-twice")
-        job_id = row.job_id if row is not None and row.job_id else ""
-        return bool(job_id)
-
-    await until(submitted, 10, "the submit recorded")
+    job_id = await recorded_job_id(r, "e-twice")
     assert r.engine.hint("e-twice", job_id)  # a poll now
     await until(lambda: len(polls) == 1, 5, "the first poll")
     job = r.engine.jobs.get("e-twice")

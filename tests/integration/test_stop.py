@@ -43,6 +43,17 @@ async def stop_time(proc: DaemonProcess) -> float:
     return elapsed
 
 
+def plugin_site(tmp_path: Path, name: str, source: str) -> Path:
+    """A PYTHONPATH folder holding plugin ``name``: module ``vw_<name>_store`` from ``source``, with its entry point."""
+    site = tmp_path / "site"
+    info = site / f"vw_{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vw-{name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[videoworker]\n{name} = vw_{name}_store\n")
+    (site / f"vw_{name}_store.py").write_text(textwrap.dedent(source))
+    return site
+
+
 @pytest.fixture
 async def proxy(rabbit: str) -> AsyncIterator[TcpProxy]:
     parts = urlsplit(rabbit)
@@ -120,23 +131,18 @@ async def test_stops_while_a_storage_plugin_never_returns(
     process: Callable[..., DaemonProcess], observer: Observer, sim: SimulatorThread, tmp_path: Path
 ) -> None:
     """A store stuck in a blocking call on a worker thread (a dead NFS mount, say): SIGTERM ends the process in time."""
-    site = tmp_path / "site"
-    info = site / "vw_stuck-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vw-stuck\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[videoworker]\nstuck = vw_stuck_store\n")
-    (site / "vw_stuck_store.py").write_text(
-        textwrap.dedent(
-            """
-            import asyncio, time
-            from videoworker import hookimpl
+    site = plugin_site(
+        tmp_path,
+        "stuck",
+        """
+        import asyncio, time
+        from videoworker import hookimpl
 
-            @hookimpl(tryfirst=True)
-            async def videoworker_store_output(output):
-                print("stuck store entered", flush=True)
-                await asyncio.to_thread(time.sleep, 3600)
-            """
-        )
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(output):
+            print("stuck store entered", flush=True)
+            await asyncio.to_thread(time.sleep, 3600)
+        """,
     )
     proc = process(env={"PYTHONPATH": str(site)}, shutdown_grace=GRACE)
     proc.start()
@@ -151,23 +157,18 @@ async def test_stops_while_a_store_copies_in_run_in_thread_and_keeps_that_jobs_l
 ) -> None:
     """A store in ``run_in_thread`` cannot be cut short: the stop lets it go, exits in time, and keeps
     that job's lease, so no peer stores the same output beside the abandoned copy before it runs out."""
-    site = tmp_path / "site"
-    info = site / "vw_copying-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vw-copying\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[videoworker]\ncopying = vw_copying_store\n")
-    (site / "vw_copying_store.py").write_text(
-        textwrap.dedent(
-            """
-            import time
-            from videoworker import hookimpl, run_in_thread
+    site = plugin_site(
+        tmp_path,
+        "copying",
+        """
+        import time
+        from videoworker import hookimpl, run_in_thread
 
-            @hookimpl(tryfirst=True)
-            async def videoworker_store_output(output):
-                print("copying store entered", flush=True)
-                await run_in_thread(time.sleep, 3600)
-            """
-        )
+        @hookimpl(tryfirst=True)
+        async def videoworker_store_output(output):
+            print("copying store entered", flush=True)
+            await run_in_thread(time.sleep, 3600)
+        """,
     )
     # a lease shorter than the stop: the kept one must be renewed to outlast the process
     proc = process(env={"PYTHONPATH": str(site)}, shutdown_grace=GRACE, lease_seconds=3)
